@@ -1,0 +1,374 @@
+//! The axum 0.8 adapter.
+//!
+//! Handlers marked `#[idempotent]` work with no set-up: they use a process-wide
+//! memory store. To choose the store or the limits, install an [`Idempotency`]
+//! once with [`IdempotencyLayer`]:
+//!
+//! ```
+//! use axum::{routing::post, Json, Router};
+//! use idempotent_runtime::axum::IdempotencyLayer;
+//! use idempotent_runtime::store::memory::MemoryStore;
+//! use idempotent_runtime::{idempotent, Idempotency};
+//!
+//! #[idempotent(scope = "orders")]
+//! async fn create_order(Json(order): Json<serde_json::Value>) -> Json<serde_json::Value> {
+//!     Json(order)
+//! }
+//!
+//! let store = MemoryStore::builder().max_entries(10_000).build();
+//! let app: Router = Router::new()
+//!     .route("/orders", post(create_order))
+//!     .layer(IdempotencyLayer::new(Idempotency::new(store)));
+//! ```
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::config::{HandlerConfig, HeaderLookup, RequestHead};
+use crate::lifecycle::{replayable_header, Begin, ResponsePolicy};
+use crate::problem::{self, Problem};
+use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
+
+/// Installs an [`Idempotency`] (store and limits) for the `#[idempotent]`
+/// handlers below it. Without it, handlers use a process-wide memory store.
+#[derive(Clone, Debug)]
+pub struct IdempotencyLayer {
+    idempotency: Idempotency,
+}
+
+impl IdempotencyLayer {
+    /// A layer installing `idempotency`.
+    pub fn new(idempotency: Idempotency) -> Self {
+        Self { idempotency }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for IdempotencyLayer {
+    type Service = IdempotencyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            idempotency: self.idempotency.clone(),
+        }
+    }
+}
+
+/// The service of [`IdempotencyLayer`].
+#[derive(Clone, Debug)]
+pub struct IdempotencyService<S> {
+    inner: S,
+    idempotency: Idempotency,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for IdempotencyService<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.idempotency.clone());
+        self.inner.call(req)
+    }
+}
+
+impl HeaderLookup for HeaderMap {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+}
+
+/// A problem as an axum response.
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut r = Response::new(Body::from(self.to_json()));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(problem::CONTENT_TYPE));
+        if let Some(secs) = self.retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
+    }
+}
+
+#[cfg(not(feature = "memory"))]
+fn no_store_installed() -> Problem {
+    Problem::new(
+        500,
+        "store-unavailable",
+        "No idempotency store",
+        "no idempotency store is installed: add `IdempotencyLayer` to the router, or enable the `memory` feature of idempotent-runtime".into(),
+    )
+}
+
+fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
+    if let Some(i) = req.extensions.get::<Idempotency>() {
+        return Ok(i.clone());
+    }
+    #[cfg(feature = "memory")]
+    return Ok(Idempotency::global().clone());
+    #[cfg(not(feature = "memory"))]
+    Err(no_store_installed())
+}
+
+/// Reads the key (and principal) and, when there is one, the body for the
+/// fingerprint. Returns the request rebuilt around the buffered body.
+async fn prepare(
+    config: &'static HandlerConfig,
+    req: Request,
+) -> Result<(Ctx, Request), Response> {
+    let (parts, body) = req.into_parts();
+    let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
+    let id = {
+        let head = RequestHead::new(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        );
+        idempotency
+            .identify(config, &head)
+            .map_err(IntoResponse::into_response)?
+    };
+    let Some(id) = id else {
+        let ctx = Ctx {
+            idempotency,
+            config,
+            ticket: None,
+        };
+        return Ok((ctx, Request::from_parts(parts, body)));
+    };
+    let limit = idempotency.limits().max_request_body;
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Problem::new(
+                413,
+                "request-too-large",
+                "Request body too large",
+                format!("the request body is larger than the {limit}-byte limit"),
+            )
+            .into_response())
+        }
+        Err(_) => {
+            return Err(Problem::new(
+                400,
+                "request-too-large",
+                "Request body unreadable",
+                "the request body could not be read".into(),
+            )
+            .into_response())
+        }
+    };
+    let fingerprint =
+        Fingerprint::of_request(parts.method.as_str(), parts.uri.path(), parts.uri.query(), &bytes);
+    let ctx = Ctx {
+        idempotency,
+        config,
+        ticket: Some((id, fingerprint)),
+    };
+    Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
+}
+
+/// What the life cycle needs after extraction.
+#[doc(hidden)]
+pub struct Ctx {
+    idempotency: Idempotency,
+    config: &'static HandlerConfig,
+    ticket: Option<(RecordId, Fingerprint)>,
+}
+
+/// Runs a handler through the life cycle and answers.
+async fn execute<Fut, R>(ctx: Ctx, handler: Fut) -> Response
+where
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoResponse,
+{
+    let Some((id, fingerprint)) = ctx.ticket else {
+        return handler.await.into_response();
+    };
+    match ctx.idempotency.begin(ctx.config, id, fingerprint).await {
+        Begin::Replay(stored) => replay(&stored, ctx.config),
+        Begin::Refuse(problem) => problem.into_response(),
+        Begin::Run(claimed) => {
+            let policy = claimed.policy();
+            let task = claimed.run(async move { capture(handler.await.into_response(), policy).await });
+            // Spawned so that the handler finishes and its response is stored
+            // even when the client goes away and this future is dropped.
+            match tokio::spawn(task).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(problem)) => problem.into_response(),
+                Err(_cancelled) => crate::lifecycle::handler_failed().into_response(),
+            }
+        }
+    }
+}
+
+/// Splits a handler's response into what the client gets and what is stored.
+async fn capture(response: Response, policy: ResponsePolicy) -> (Response, Option<Arc<StoredResponse>>) {
+    let (parts, mut body) = response.into_parts();
+    let cache_control = parts.headers.get_all(CACHE_CONTROL);
+    if !policy.stores(parts.status.as_u16(), cache_control.iter().map(HeaderValue::as_bytes)) {
+        return (Response::from_parts(parts, body), None);
+    }
+    let headers: Vec<(String, Bytes)> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| replayable_header(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                // Trailers are not stored (axum handlers rarely send them).
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    chunks.push(data);
+                    if len > policy.max_body {
+                        // Too large to store: the client still gets all of it,
+                        // the store keeps that the request ran.
+                        let stored = StoredResponse {
+                            status: parts.status.as_u16(),
+                            headers,
+                            body: None,
+                        };
+                        let rest = body.into_data_stream();
+                        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(rest);
+                        return (Response::from_parts(parts, Body::from_stream(stream)), Some(Arc::new(stored)));
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                // The body failed half-way: pass the failure on, store nothing.
+                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok))
+                    .chain(futures_util::stream::once(async move { Err::<Bytes, _>(e) }));
+                return (Response::from_parts(parts, Body::from_stream(stream)), None);
+            }
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(len);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    };
+    let stored = Arc::new(StoredResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: Some(bytes.clone()),
+    });
+    (Response::from_parts(parts, Body::from(bytes)), Some(stored))
+}
+
+fn replay(stored: &StoredResponse, config: &HandlerConfig) -> Response {
+    let mut r = Response::new(Body::from(stored.body.clone().unwrap_or_default()));
+    *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) {
+            h.append(n, v);
+        }
+    }
+    if let Ok(n) = HeaderName::from_bytes(config.replay_header.as_bytes()) {
+        h.insert(n, HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// What `#[idempotent]` handlers compile to on axum. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use super::Ctx;
+    pub use axum::response::Response;
+
+    /// Per-handler options, implemented by the macro on a unit struct.
+    pub trait HandlerSpec {
+        /// The options.
+        fn config() -> &'static HandlerConfig;
+    }
+
+    /// Wraps the handler's last extractor `E` (a body extractor such as `Json`,
+    /// or any parts extractor, or `()`): reads the key, buffers the body for
+    /// the fingerprint, then runs `E` on the buffered request. `E`'s rejection
+    /// is returned unchanged and nothing is claimed.
+    pub struct Extract<C, E> {
+        ctx: Ctx,
+        inner: E,
+        _spec: PhantomData<fn() -> C>,
+    }
+
+    impl<C, E> Extract<C, E> {
+        /// The life-cycle context and the user's extractor.
+        pub fn into_parts(self) -> (Ctx, E) {
+            (self.ctx, self.inner)
+        }
+    }
+
+    /// Marker of [`Extract`]'s `FromRequest` impl: never equal to axum's own
+    /// markers, so the impl does not overlap axum's blanket impl for parts
+    /// extractors, while `M` lets `E` be a body or a parts extractor.
+    pub struct Wrapped;
+
+    impl<S, C, E, M> FromRequest<S, (Wrapped, M)> for Extract<C, E>
+    where
+        S: Send + Sync,
+        C: HandlerSpec,
+        E: FromRequest<S, M>,
+    {
+        type Rejection = Response;
+
+        async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+            let (ctx, req) = prepare(C::config(), req).await?;
+            let inner = E::from_request(req, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            Ok(Self {
+                ctx,
+                inner,
+                _spec: PhantomData,
+            })
+        }
+    }
+
+    /// Runs the user's handler through the life cycle.
+    pub async fn run<F, Fut, R>(ctx: Ctx, handler: F) -> Response
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoResponse,
+    {
+        execute(ctx, handler()).await
+    }
+}

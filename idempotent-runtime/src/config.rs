@@ -1,0 +1,243 @@
+//! Per-handler options (what `#[idempotent(...)]` sets) and runtime limits.
+
+use std::time::Duration;
+
+/// What to do with a duplicate that arrives while the first request still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Answer 409 with `Retry-After` at once.
+    Reject,
+    /// Wait up to this long for the first request to finish and replay its
+    /// response; answer 409 if it has not finished by then.
+    Wait(Duration),
+}
+
+/// Which handler responses are stored for replay. A response that is not stored
+/// releases the key, so a retry executes the handler again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Every response, 5xx included (as Stripe does).
+    All,
+    /// 2xx responses only.
+    Success,
+    /// Everything but 5xx.
+    NonServerError,
+}
+
+impl CachePolicy {
+    /// Whether a response with this status is stored.
+    pub const fn stores(self, status: u16) -> bool {
+        match self {
+            CachePolicy::All => true,
+            CachePolicy::Success => status >= 200 && status < 300,
+            CachePolicy::NonServerError => status < 500,
+        }
+    }
+}
+
+/// Who an idempotency key belongs to. A stored response is never replayed to
+/// another principal.
+#[derive(Clone, Copy)]
+pub enum Principal {
+    /// Keys are shared by all callers of the handler.
+    None,
+    /// The value of this request header (lowercase name), e.g. an API key.
+    Header(&'static str),
+    /// A function of the request head, e.g. reading the subject of a verified
+    /// token that a middleware put in a header.
+    Fn(fn(&RequestHead<'_>) -> Option<String>),
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::None => f.write_str("None"),
+            Principal::Header(h) => f.debug_tuple("Header").field(h).finish(),
+            Principal::Fn(_) => f.write_str("Fn(..)"),
+        }
+    }
+}
+
+/// A framework-neutral view of a request's head, given to principal functions.
+pub struct RequestHead<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) headers: &'a dyn HeaderLookup,
+}
+
+impl<'a> RequestHead<'a> {
+    #[doc(hidden)]
+    pub fn new(
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a dyn HeaderLookup,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            query,
+            headers,
+        }
+    }
+
+    /// The request method, e.g. `POST`.
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The request path, e.g. `/payments`.
+    pub fn path(&self) -> &str {
+        self.path
+    }
+
+    /// The query string without `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.query
+    }
+
+    /// The first value of a header as text; `None` if absent or not visible
+    /// ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let v = self.headers.get(name)?;
+        std::str::from_utf8(v).ok()
+    }
+
+    pub(crate) fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
+    }
+}
+
+/// Header access for [`RequestHead`], implemented by each framework adapter.
+#[doc(hidden)]
+pub trait HeaderLookup {
+    /// The first value of the header `name` (lowercase).
+    fn get(&self, name: &str) -> Option<&[u8]>;
+}
+
+/// The options of one idempotent handler: what `#[idempotent(...)]` sets, also
+/// usable directly with the plain API ([`Idempotency::run`](crate::Idempotency::run)).
+///
+/// Built in `const` context, so a handler's options are a `static`:
+///
+/// ```
+/// use std::time::Duration;
+/// use idempotent_runtime::{CachePolicy, HandlerConfig, OnConflict};
+///
+/// static TRANSFERS: HandlerConfig = HandlerConfig::new("transfers")
+///     .ttl(Duration::from_secs(7 * 24 * 3600))
+///     .on_conflict(OnConflict::Wait(Duration::from_secs(5)))
+///     .cache(CachePolicy::Success);
+/// assert_eq!(TRANSFERS.scope(), "transfers");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerConfig {
+    pub(crate) scope: &'static str,
+    pub(crate) header: &'static str,
+    pub(crate) ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) required: bool,
+    pub(crate) on_conflict: OnConflict,
+    pub(crate) cache: CachePolicy,
+    pub(crate) replay_header: &'static str,
+    pub(crate) principal: Principal,
+}
+
+impl HandlerConfig {
+    /// The defaults of SPEC §3 under `scope`: header `Idempotency-Key`, TTL 24 h,
+    /// lease 30 s, key required, duplicates rejected with 409, every response
+    /// stored, replays marked `Idempotent-Replayed: true`, no principal.
+    pub const fn new(scope: &'static str) -> Self {
+        Self {
+            scope,
+            header: "idempotency-key",
+            ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
+            required: true,
+            on_conflict: OnConflict::Reject,
+            cache: CachePolicy::All,
+            replay_header: "idempotent-replayed",
+            principal: Principal::None,
+        }
+    }
+
+    /// The request header carrying the key. Must be a valid header name in
+    /// lowercase (the macro checks and lowercases it for you).
+    pub const fn header(mut self, lowercase_name: &'static str) -> Self {
+        self.header = lowercase_name;
+        self
+    }
+    /// How long a completed response is kept and replayed.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+    /// How long a claim lives without renewal; renewed while the handler runs.
+    pub const fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+    /// Whether a request without a key is refused (400) or run without
+    /// idempotency.
+    pub const fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+    /// What a duplicate gets while the first request runs.
+    pub const fn on_conflict(mut self, on_conflict: OnConflict) -> Self {
+        self.on_conflict = on_conflict;
+        self
+    }
+    /// Which responses are stored.
+    pub const fn cache(mut self, cache: CachePolicy) -> Self {
+        self.cache = cache;
+        self
+    }
+    /// The header set to `true` on replayed responses (lowercase).
+    pub const fn replay_header(mut self, lowercase_name: &'static str) -> Self {
+        self.replay_header = lowercase_name;
+        self
+    }
+    /// Who keys belong to.
+    pub const fn principal(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    /// The scope (namespace) of this handler's records.
+    pub const fn scope(&self) -> &'static str {
+        self.scope
+    }
+    /// The key header (lowercase).
+    pub const fn key_header(&self) -> &'static str {
+        self.header
+    }
+    /// The replay header (lowercase).
+    pub const fn replay_header_name(&self) -> &'static str {
+        self.replay_header
+    }
+}
+
+/// Limits that protect the server (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read for fingerprinting (default 1 MiB); larger
+    /// requests get 413.
+    pub max_request_body: usize,
+    /// Largest response body stored (default 1 MiB). A larger response is sent
+    /// to the client but not stored; its retries get 410 and never run again.
+    pub max_response_body: usize,
+    /// Longest key accepted (default 255).
+    pub max_key_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_body: 1024 * 1024,
+            max_response_body: 1024 * 1024,
+            max_key_len: crate::key::DEFAULT_MAX_KEY_LEN,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Request fingerprints and record identities.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::IdempotencyKey;
+
+/// SHA-256 of what makes two requests "the same request": method, path, query and
+/// the raw body bytes. A retry must match the fingerprint of the first request,
+/// or it is answered 422.
+///
+/// ```
+/// use idempotent_runtime::Fingerprint;
+///
+/// let a = Fingerprint::of_request("POST", "/payments", None, br#"{"amount":5}"#);
+/// let b = Fingerprint::of_request("POST", "/payments", None, br#"{"amount":6}"#);
+/// assert_ne!(a, b);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub(crate) [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of an HTTP request. Every part is length-prefixed, so
+    /// moving bytes from the path into the query changes the fingerprint.
+    pub fn of_request(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"idempotent/http/1\0");
+        for part in [method.as_bytes(), path.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        match query {
+            None => h.update([0u8]),
+            Some(q) => {
+                h.update([1u8]);
+                h.update((q.len() as u64).to_le_bytes());
+                h.update(q.as_bytes());
+            }
+        }
+        h.update((body.len() as u64).to_le_bytes());
+        h.update(body);
+        Self(h.finalize().into())
+    }
+
+    /// The fingerprint of arbitrary bytes, for the plain API (a batch item's own
+    /// payload, say).
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"idempotent/bytes/1\0");
+        h.update(bytes);
+        Self(h.finalize().into())
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// From 32 raw bytes (as a store reads them back).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fingerprint(")?;
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
+/// Where a record lives: the handler's scope plus a hash of the principal and the
+/// key. Stores key their records by this; the raw key is never stored.
+///
+/// ```
+/// use idempotent_runtime::{IdempotencyKey, RecordId};
+///
+/// let key = IdempotencyKey::parse(b"k1").unwrap();
+/// let alice = RecordId::new("payments", Some("alice"), &key);
+/// let bob = RecordId::new("payments", Some("bob"), &key);
+/// assert_ne!(alice, bob);
+/// assert_eq!(alice.scope(), "payments");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    scope: Box<str>,
+    digest: [u8; 32],
+}
+
+impl RecordId {
+    /// The identity of `key` sent by `principal` (if any) to a handler of `scope`.
+    pub fn new(scope: &str, principal: Option<&str>, key: &IdempotencyKey) -> Self {
+        let mut h = Sha256::new();
+        match principal {
+            None => h.update([0u8]),
+            Some(p) => {
+                h.update([1u8]);
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+        }
+        h.update(key.as_str().as_bytes());
+        Self {
+            scope: scope.into(),
+            digest: h.finalize().into(),
+        }
+    }
+
+    /// The scope (namespace) of the record.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// SHA-256 of the principal and the key.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    /// The digest in lowercase hex, as the Redis key layout uses it.
+    pub fn digest_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in &self.digest {
+            use fmt::Write;
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+}
+
+impl fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordId({}:{}…)", self.scope, &self.digest_hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_counts() {
+        let base = Fingerprint::of_request("POST", "/p", Some("a=1"), b"{}");
+        assert_ne!(base, Fingerprint::of_request("PUT", "/p", Some("a=1"), b"{}"));
+        assert_ne!(base, Fingerprint::of_request("POST", "/q", Some("a=1"), b"{}"));
+        assert_ne!(base, Fingerprint::of_request("POST", "/p", Some("a=2"), b"{}"));
+        assert_ne!(base, Fingerprint::of_request("POST", "/p", None, b"{}"));
+        assert_ne!(base, Fingerprint::of_request("POST", "/p", Some("a=1"), b"[]"));
+        assert_eq!(base, Fingerprint::of_request("POST", "/p", Some("a=1"), b"{}"));
+        // Length prefixes keep boundaries: "/pa" + "" is not "/p" + "a".
+        assert_ne!(
+            Fingerprint::of_request("POST", "/pa", Some(""), b""),
+            Fingerprint::of_request("POST", "/p", Some("a"), b"")
+        );
+    }
+
+    #[test]
+    fn no_principal_differs_from_empty_principal() {
+        let k = IdempotencyKey::parse(b"k").unwrap();
+        assert_ne!(RecordId::new("s", None, &k), RecordId::new("s", Some(""), &k));
+        assert_ne!(RecordId::new("s", None, &k), RecordId::new("t", None, &k));
+    }
+}

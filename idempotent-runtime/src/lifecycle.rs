@@ -1,0 +1,642 @@
+//! The one request life cycle: claim, execute, store, replay. Every adapter (and
+//! the plain API) goes through here; nothing below is framework-specific.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+use crate::config::{HandlerConfig, Limits, OnConflict, Principal, RequestHead};
+use crate::problem::Problem;
+use crate::store::{Claim, DynStore, Store, StoreError};
+use crate::{Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse};
+
+/// How often a waiting duplicate re-reads the record even without a
+/// notification (a claim held by another process, a lease that ran out).
+const WAIT_RECHECK: Duration = Duration::from_millis(500);
+const NOTIFY_SLOTS: usize = 64;
+
+/// The runtime: a store, limits, and the wake-ups of waiting duplicates.
+/// Cheap to clone (one `Arc`).
+///
+/// Handlers with `#[idempotent]` use the one an app installs (axum:
+/// [`IdempotencyLayer`](crate::axum::IdempotencyLayer)) or, when none is
+/// installed, a process-wide [`MemoryStore`](crate::store::memory::MemoryStore)
+/// with default bounds.
+///
+/// ```
+/// use idempotent_runtime::{Idempotency, Limits};
+/// use idempotent_runtime::store::memory::MemoryStore;
+///
+/// let idempotency = Idempotency::builder(MemoryStore::default())
+///     .limits(Limits { max_request_body: 64 * 1024, ..Limits::default() })
+///     .build();
+/// assert_eq!(idempotency.limits().max_request_body, 64 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct Idempotency {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Box<dyn DynStore>,
+    limits: Limits,
+    notify: Box<[Notify]>,
+}
+
+/// Builds an [`Idempotency`].
+pub struct IdempotencyBuilder {
+    store: Box<dyn DynStore>,
+    limits: Limits,
+}
+
+impl IdempotencyBuilder {
+    /// Sets the limits (default: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Builds the runtime.
+    pub fn build(self) -> Idempotency {
+        Idempotency {
+            inner: Arc::new(Shared {
+                store: self.store,
+                limits: self.limits,
+                notify: (0..NOTIFY_SLOTS).map(|_| Notify::new()).collect(),
+            }),
+        }
+    }
+}
+
+/// What the plain API answers when it did not refuse the request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// This call ran the block; here is what it returned.
+    Executed(Arc<StoredResponse>),
+    /// An earlier call with the same key ran it; here is what it returned.
+    Replayed(Arc<StoredResponse>),
+}
+
+impl Outcome {
+    /// The response, whoever produced it.
+    pub fn response(&self) -> &Arc<StoredResponse> {
+        match self {
+            Outcome::Executed(r) | Outcome::Replayed(r) => r,
+        }
+    }
+
+    /// Whether it was replayed.
+    pub fn is_replay(&self) -> bool {
+        matches!(self, Outcome::Replayed(_))
+    }
+}
+
+impl Idempotency {
+    /// A runtime over `store` with default limits.
+    pub fn new(store: impl Store) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder over `store`.
+    pub fn builder(store: impl Store) -> IdempotencyBuilder {
+        IdempotencyBuilder {
+            store: Box::new(store),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The process-wide runtime used when an app installs none: a memory store
+    /// with default bounds.
+    #[cfg(feature = "memory")]
+    pub fn global() -> &'static Idempotency {
+        static GLOBAL: std::sync::OnceLock<Idempotency> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| Idempotency::new(crate::store::memory::MemoryStore::default()))
+    }
+
+    /// For operators: the record of `key` sent by `principal` under `scope`.
+    pub async fn lookup(
+        &self,
+        scope: &str,
+        principal: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Record>, StoreError> {
+        self.inner
+            .store
+            .get(&RecordId::new(scope, principal, key))
+            .await
+    }
+
+    /// For operators: deletes the record of `key` sent by `principal` under
+    /// `scope`, so the next request with it runs again. `Ok(false)`: none.
+    pub async fn forget(
+        &self,
+        scope: &str,
+        principal: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Result<bool, StoreError> {
+        let id = RecordId::new(scope, principal, key);
+        let deleted = self.inner.store.delete(&id).await?;
+        self.slot(&id).notify_waiters();
+        Ok(deleted)
+    }
+
+    /// The plain API: runs `block` at most once per (`config`'s scope,
+    /// `principal`, `key`), with the same guarantees as an `#[idempotent]`
+    /// handler. A batch endpoint uses it to make each item idempotent on its own
+    /// key; the fingerprint is whatever identifies the item's payload.
+    ///
+    /// The block is spawned on the Tokio runtime, so it runs to completion and
+    /// its result is stored even if the caller stops waiting. Refusals (409,
+    /// 422, 503, …) come back as a [`Problem`].
+    ///
+    /// ```
+    /// use idempotent_runtime::{Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse};
+    /// use idempotent_runtime::store::memory::MemoryStore;
+    ///
+    /// static ITEMS: HandlerConfig = HandlerConfig::new("batch-items");
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let idempotency = Idempotency::new(MemoryStore::default());
+    /// let key = IdempotencyKey::parse(b"item-1").unwrap();
+    /// let fp = Fingerprint::of_bytes(b"{\"amount\":5}");
+    /// let first = idempotency
+    ///     .run(&ITEMS, None, &key, fp, || async { StoredResponse::new(201, "paid") })
+    ///     .await
+    ///     .unwrap();
+    /// let again = idempotency
+    ///     .run(&ITEMS, None, &key, fp, || async { StoredResponse::new(201, "paid twice!") })
+    ///     .await
+    ///     .unwrap();
+    /// assert!(!first.is_replay() && again.is_replay());
+    /// assert_eq!(again.response().body.as_deref(), Some(&b"paid"[..]));
+    /// # }
+    /// ```
+    pub async fn run<F, Fut>(
+        &self,
+        config: &HandlerConfig,
+        principal: Option<&str>,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        block: F,
+    ) -> Result<Outcome, Problem>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoredResponse> + Send + 'static,
+    {
+        let id = RecordId::new(config.scope, principal, key);
+        match self.begin(config, id, fingerprint).await {
+            Begin::Replay(r) => Ok(Outcome::Replayed(r)),
+            Begin::Refuse(p) => Err(p),
+            Begin::Run(claimed) => {
+                let policy = claimed.policy();
+                let fut = block();
+                let task = claimed.run(async move {
+                    let mut response = fut.await;
+                    let store = policy.stores(
+                        response.status,
+                        response.headers.iter().filter(|(n, _)| n == "cache-control").map(|(_, v)| &v[..]),
+                    );
+                    response.headers.retain(|(n, _)| replayable_header(n));
+                    if response.body.as_ref().is_some_and(|b| b.len() > policy.max_body) {
+                        let mut stored = response.clone();
+                        stored.body = None;
+                        (Arc::new(response), store.then(|| Arc::new(stored)))
+                    } else {
+                        let response = Arc::new(response);
+                        let stored = store.then(|| response.clone());
+                        (response, stored)
+                    }
+                });
+                match tokio::spawn(task).await {
+                    Ok(Ok(r)) => Ok(Outcome::Executed(r)),
+                    Ok(Err(p)) => Err(p),
+                    Err(_) => Err(handler_failed()),
+                }
+            }
+        }
+    }
+
+    fn slot(&self, id: &RecordId) -> &Notify {
+        let d = id.digest();
+        let n = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        &self.inner.notify[(n % NOTIFY_SLOTS as u64) as usize]
+    }
+
+    /// Reads the key and principal of a request. `Ok(None)`: no key and the
+    /// handler does not require one, so it runs without idempotency.
+    pub(crate) fn identify(
+        &self,
+        config: &HandlerConfig,
+        head: &RequestHead<'_>,
+    ) -> Result<Option<RecordId>, Problem> {
+        let Some(raw) = head.header_bytes(config.header) else {
+            return if config.required {
+                Err(Problem::new(
+                    400,
+                    "missing-key",
+                    "Missing idempotency key",
+                    format!("this endpoint requires the `{}` header", display_header(config.header)),
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        let key = IdempotencyKey::parse_with_limit(raw, self.inner.limits.max_key_len).map_err(|e| {
+            Problem::new(400, "invalid-key", "Invalid idempotency key", format!("{e}"))
+        })?;
+        let principal = match config.principal {
+            Principal::None => None,
+            Principal::Header(h) => Some(head.header(h).map(str::to_owned).ok_or_else(|| {
+                missing_principal(&format!("the `{}` header", display_header(h)))
+            })?),
+            Principal::Fn(f) => Some(f(head).ok_or_else(|| missing_principal("the request"))?),
+        };
+        Ok(Some(RecordId::new(config.scope, principal.as_deref(), &key)))
+    }
+
+    /// Claims the identity, or says what to answer instead.
+    pub(crate) async fn begin(
+        &self,
+        config: &HandlerConfig,
+        id: RecordId,
+        fingerprint: Fingerprint,
+    ) -> Begin {
+        let started = Instant::now();
+        let deadline = match config.on_conflict {
+            OnConflict::Reject => None,
+            OnConflict::Wait(d) => Some(started + d),
+        };
+        let slot = self.slot(&id);
+        loop {
+            // Registered before the read, so a completion between the read and
+            // the wait still wakes us.
+            let mut notified = pin!(slot.notified());
+            if deadline.is_some() {
+                notified.as_mut().enable();
+            }
+            let owner = OwnerToken::generate();
+            let claim = self
+                .inner
+                .store
+                .claim(&id, fingerprint, owner, config.lease)
+                .await;
+            let record = match claim {
+                Ok(Claim::Acquired) => {
+                    return Begin::Run(Claimed {
+                        idempotency: self.clone(),
+                        id,
+                        owner,
+                        config: *config,
+                        started,
+                        finished: false,
+                    })
+                }
+                Ok(Claim::Existing(record)) => record,
+                Err(e) => {
+                    trace(config, "store_error", started);
+                    return Begin::Refuse(store_problem(&e));
+                }
+            };
+            if record.fingerprint() != fingerprint {
+                trace(config, "mismatch", started);
+                return Begin::Refuse(Problem::new(
+                    422,
+                    "key-reused",
+                    "Idempotency key reused",
+                    "this idempotency key was already used with a different request (method, path, query or body); use a new key for a new request".into(),
+                ));
+            }
+            match record {
+                Record::Completed { response, .. } => {
+                    trace(config, "replayed", started);
+                    return match response.body {
+                        Some(_) => Begin::Replay(response),
+                        None => Begin::Refuse(Problem::new(
+                            410,
+                            "response-not-stored",
+                            "Response not stored",
+                            format!(
+                                "the request with this key already ran (status {}) but its response was larger than the storage limit, so it cannot be replayed; it will not run again",
+                                response.status
+                            ),
+                        )),
+                    };
+                }
+                Record::InProgress { .. } => {
+                    let now = Instant::now();
+                    match deadline {
+                        Some(deadline) if now < deadline => {
+                            let nap = (deadline - now).min(WAIT_RECHECK);
+                            let _ = tokio::time::timeout(nap, notified).await;
+                        }
+                        _ => {
+                            trace(config, "conflict", started);
+                            return Begin::Refuse(
+                                Problem::new(
+                                    409,
+                                    "request-in-progress",
+                                    "Request in progress",
+                                    if deadline.is_some() {
+                                        "a request with this idempotency key is still running after waiting for it; retry later".into()
+                                    } else {
+                                        "a request with this idempotency key is still running; retry later".into()
+                                    },
+                                )
+                                .retry_after(1),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a request after [`Idempotency::begin`].
+pub(crate) enum Begin {
+    /// Replay this stored response.
+    Replay(Arc<StoredResponse>),
+    /// Answer this problem; the handler does not run.
+    Refuse(Problem),
+    /// The caller owns the claim and must run the handler through
+    /// [`Claimed::run`].
+    Run(Claimed),
+}
+
+/// Which handler responses get stored, and how large they may be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponsePolicy {
+    cache: crate::CachePolicy,
+    pub(crate) max_body: usize,
+}
+
+impl ResponsePolicy {
+    /// Whether a response with this status and these `Cache-Control` values is
+    /// stored (`no-store` never is).
+    pub(crate) fn stores<'a>(&self, status: u16, cache_control: impl Iterator<Item = &'a [u8]>) -> bool {
+        self.cache.stores(status) && !cache_control.into_iter().any(has_no_store)
+    }
+}
+
+fn has_no_store(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|d| {
+        let d = d.trim_ascii();
+        d.len() >= 8 && d[..8].eq_ignore_ascii_case(b"no-store") && (d.len() == 8 || d[8] == b'=')
+    })
+}
+
+/// Whether a response header is stored and replayed: all but hop-by-hop
+/// headers, `Date` (the replay gets a fresh one), `Set-Cookie` (a session must
+/// not be handed to whoever replays) and `Content-Length` (recomputed).
+pub(crate) fn replayable_header(lowercase_name: &str) -> bool {
+    !matches!(
+        lowercase_name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "date"
+            | "set-cookie"
+            | "content-length"
+    )
+}
+
+/// A claim the caller owns. Dropped without [`Claimed::run`] finishing (the
+/// runtime shutting down), it releases the claim.
+pub(crate) struct Claimed {
+    idempotency: Idempotency,
+    id: RecordId,
+    owner: OwnerToken,
+    config: HandlerConfig,
+    started: Instant,
+    finished: bool,
+}
+
+impl Claimed {
+    pub(crate) fn policy(&self) -> ResponsePolicy {
+        ResponsePolicy {
+            cache: self.config.cache,
+            max_body: self.idempotency.inner.limits.max_response_body,
+        }
+    }
+
+    /// Drives the handler to completion: renews the lease meanwhile, then stores
+    /// the response (fenced by the owner token) or releases the claim when the
+    /// response is not to be stored (`None`) or the handler panicked.
+    ///
+    /// `handler` yields the live value to answer with and what to store.
+    pub(crate) async fn run<T, F>(mut self, handler: F) -> Result<T, Problem>
+    where
+        F: Future<Output = (T, Option<Arc<StoredResponse>>)>,
+    {
+        let lease = self.config.lease;
+        let period = (lease / 3).max(Duration::from_millis(10));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut handler = pin!(AssertUnwindSafe(handler).catch_unwind());
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut handler => break r,
+                _ = renewals.tick() => self.renew().await,
+            }
+        };
+        let store = &self.idempotency.inner.store;
+        self.finished = true;
+        let outcome = match result {
+            Err(_panic) => {
+                tracing::error!(target: "idempotent", scope = self.config.scope, "handler panicked; its claim is released so a retry may run it again");
+                let _ = store.release(&self.id, self.owner).await;
+                self.idempotency.slot(&self.id).notify_waiters();
+                trace(&self.config, "panicked", self.started);
+                return Err(handler_failed());
+            }
+            Ok((value, None)) => {
+                if let Err(e) = store.release(&self.id, self.owner).await {
+                    tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing an unstored response's claim failed; the key frees up when its lease ends");
+                }
+                trace(&self.config, "executed_not_stored", self.started);
+                value
+            }
+            Ok((value, Some(response))) => {
+                match store
+                    .complete(&self.id, self.owner, response.clone(), self.config.ttl)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was lost before the response could be stored (lease expired and taken over, or deleted); the response was not stored"),
+                    Err(e) => {
+                        tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
+                        self.retry_completion(response);
+                    }
+                }
+                trace(&self.config, "executed", self.started);
+                value
+            }
+        };
+        self.idempotency.slot(&self.id).notify_waiters();
+        Ok(outcome)
+    }
+
+    async fn renew(&self) {
+        let s = &self.idempotency.inner.store;
+        match s.renew(&self.id, self.owner, self.config.lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(target: "idempotent", scope = self.config.scope, "lease lost while the handler runs (paused too long, or deleted by an operator); its response will not be stored"),
+            Err(e) => tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "lease renewal failed"),
+        }
+    }
+
+    /// Retries a failed completion until it lands or the lease would have run
+    /// out (after which another request may have claimed the key).
+    fn retry_completion(&self, response: Arc<StoredResponse>) {
+        let idempotency = self.idempotency.clone();
+        let id = self.id.clone();
+        let owner = self.owner;
+        let config = self.config;
+        tokio::spawn(async move {
+            let until = Instant::now() + config.lease;
+            let mut delay = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(delay).await;
+                match idempotency
+                    .inner
+                    .store
+                    .complete(&id, owner, response.clone(), config.ttl)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() >= until => {
+                        tracing::error!(target: "idempotent", scope = config.scope, error = %e, "giving up storing a response; a retry after the lease ends will run the handler again");
+                        break;
+                    }
+                    Err(_) => delay = (delay * 2).min(Duration::from_secs(1)),
+                }
+            }
+            idempotency.slot(&id).notify_waiters();
+        });
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let idempotency = self.idempotency.clone();
+            let id = self.id.clone();
+            let owner = self.owner;
+            rt.spawn(async move {
+                let _ = idempotency.inner.store.release(&id, owner).await;
+                idempotency.slot(&id).notify_waiters();
+            });
+        }
+    }
+}
+
+fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
+    tracing::info!(
+        target: "idempotent",
+        scope = config.scope,
+        outcome,
+        elapsed_us = started.elapsed().as_micros() as u64,
+    );
+}
+
+pub(crate) fn handler_failed() -> Problem {
+    Problem::new(
+        500,
+        "handler-failed",
+        "Handler failed",
+        "the handler panicked; nothing was stored and the idempotency key is free again".into(),
+    )
+}
+
+fn missing_principal(from: &str) -> Problem {
+    Problem::new(
+        400,
+        "missing-principal",
+        "Missing principal",
+        format!("idempotency keys of this endpoint belong to a caller, but no caller could be read from {from}"),
+    )
+}
+
+pub(crate) fn store_problem(e: &StoreError) -> Problem {
+    match e {
+        StoreError::Full => Problem::new(
+            503,
+            "store-full",
+            "Idempotency store full",
+            "the idempotency store is at its configured bound; the request did not run".into(),
+        )
+        .retry_after(5),
+        StoreError::Corrupt(d) => {
+            tracing::error!(target: "idempotent", error = %d, "unreadable idempotency record");
+            Problem::new(500, "record-unreadable", "Idempotency record unreadable", format!("{d}; the request did not run"))
+        }
+        _ => {
+            tracing::warn!(target: "idempotent", error = %e, "idempotency store error");
+            Problem::new(
+                503,
+                "store-unavailable",
+                "Idempotency store unavailable",
+                "the idempotency store could not be reached; the request did not run".into(),
+            )
+            .retry_after(1)
+        }
+    }
+}
+
+/// `idempotency-key` → `Idempotency-Key`, for messages.
+pub(crate) fn display_header(lowercase: &str) -> String {
+    let mut out = String::with_capacity(lowercase.len());
+    let mut up = true;
+    for c in lowercase.chars() {
+        out.push(if up { c.to_ascii_uppercase() } else { c });
+        up = c == '-';
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_store_detection() {
+        assert!(has_no_store(b"no-store"));
+        assert!(has_no_store(b"private, No-Store"));
+        assert!(!has_no_store(b"no-cache"));
+        assert!(!has_no_store(b"no-storex"));
+        assert!(!has_no_store(b"max-age=0"));
+    }
+
+    #[test]
+    fn header_display() {
+        assert_eq!(display_header("idempotency-key"), "Idempotency-Key");
+    }
+}

@@ -1,0 +1,182 @@
+//! Where records live: the [`Store`] contract and its backends.
+//!
+//! Every backend implements the same five operations, and one shared contract
+//! suite (`tests/tests/store_contract.rs`) runs against each of them:
+//!
+//! | operation | what it does |
+//! |---|---|
+//! | [`claim`](Store::claim) | atomically: create an in-progress record owned by the caller, or return the record that exists |
+//! | [`renew`](Store::renew) | extend the lease of a claim, only for its owner |
+//! | [`complete`](Store::complete) | replace the claim by the response, only for its owner (fencing) |
+//! | [`release`](Store::release) | delete the claim, only for its owner, so a retry may run again |
+//! | [`get`](Store::get) / [`delete`](Store::delete) | read or remove any record (operators, support cases) |
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::record::DecodeError;
+use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
+
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// The answer to [`Store::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No live record existed; the caller now owns an in-progress record.
+    Acquired,
+    /// A live record exists (in progress or completed); nothing was changed.
+    Existing(Record),
+}
+
+/// A store operation failed. The life cycle answers these with 503 (or 500 for
+/// an unreadable record) and never runs the handler: it fails closed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached or answered with an error.
+    Unavailable(String),
+    /// The backend did not answer in time.
+    Timeout,
+    /// The store is at its configured bound and cannot take a new claim.
+    Full,
+    /// A stored record could not be decoded.
+    Corrupt(DecodeError),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "idempotency store unavailable: {why}"),
+            StoreError::Timeout => f.write_str("idempotency store timed out"),
+            StoreError::Full => f.write_str("idempotency store is full"),
+            StoreError::Corrupt(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A backend that keeps idempotency records.
+///
+/// Implementations must make [`claim`](Store::claim) atomic per [`RecordId`]
+/// (two concurrent claims: exactly one gets [`Claim::Acquired`]) and must compare
+/// the owner inside the same atomic step as the write in
+/// [`renew`](Store::renew), [`complete`](Store::complete) and
+/// [`release`](Store::release). Records expire by themselves: an in-progress one
+/// when its lease runs out, a completed one after its TTL.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an in-progress record owned by `owner` that lives for `lease`,
+    /// unless a live record exists, which is returned instead.
+    #[must_use]
+    fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: Fingerprint,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Extends `owner`'s claim to live `lease` from now. `Ok(false)`: the claim is
+    /// no longer `owner`'s (expired, taken over or completed).
+    #[must_use]
+    fn renew(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Replaces `owner`'s claim with the completed response, kept for `ttl`.
+    /// `Ok(false)`: the claim is no longer `owner`'s and nothing was written.
+    #[must_use]
+    fn complete(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+        response: Arc<StoredResponse>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes `owner`'s claim. `Ok(false)`: it was not `owner`'s.
+    #[must_use]
+    fn release(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Reads the live record, if any.
+    #[must_use]
+    fn get(&self, id: &RecordId) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// Deletes the record whatever its state. `Ok(false)`: there was none.
+    #[must_use]
+    fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The object-safe twin of [`Store`], so that one handle can hold any backend.
+pub(crate) trait DynStore: Send + Sync + 'static {
+    fn claim<'a>(
+        &'a self,
+        id: &'a RecordId,
+        fingerprint: Fingerprint,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> BoxFut<'a, Claim>;
+    fn renew<'a>(&'a self, id: &'a RecordId, owner: OwnerToken, lease: Duration)
+        -> BoxFut<'a, bool>;
+    fn complete<'a>(
+        &'a self,
+        id: &'a RecordId,
+        owner: OwnerToken,
+        response: Arc<StoredResponse>,
+        ttl: Duration,
+    ) -> BoxFut<'a, bool>;
+    fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool>;
+    fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>>;
+    fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool>;
+}
+
+impl<S: Store> DynStore for S {
+    fn claim<'a>(
+        &'a self,
+        id: &'a RecordId,
+        fingerprint: Fingerprint,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> BoxFut<'a, Claim> {
+        Box::pin(Store::claim(self, id, fingerprint, owner, lease))
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a RecordId,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> BoxFut<'a, bool> {
+        Box::pin(Store::renew(self, id, owner, lease))
+    }
+    fn complete<'a>(
+        &'a self,
+        id: &'a RecordId,
+        owner: OwnerToken,
+        response: Arc<StoredResponse>,
+        ttl: Duration,
+    ) -> BoxFut<'a, bool> {
+        Box::pin(Store::complete(self, id, owner, response, ttl))
+    }
+    fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool> {
+        Box::pin(Store::release(self, id, owner))
+    }
+    fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>> {
+        Box::pin(Store::get(self, id))
+    }
+    fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool> {
+        Box::pin(Store::delete(self, id))
+    }
+}
