@@ -36,6 +36,8 @@
 //! - [`Idempotency`]: the runtime handle; its [`run`](Idempotency::run) method is
 //!   the plain API for idempotency without the attribute.
 #![warn(missing_docs)]
+// Request parsing helpers are used by the adapters only.
+#![cfg_attr(not(feature = "axum"), allow(dead_code))]
 
 mod config;
 mod fingerprint;
