@@ -1,0 +1,5 @@
+//! The store contract, for every store.
+
+mod memory {
+    idempotent_tests::store_contract!(idempotent_tests::stores::Memory);
+}
