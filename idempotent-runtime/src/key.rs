@@ -207,8 +207,10 @@ mod tests {
     }
 
     proptest! {
+        /// Any visible ASCII key not starting with `"` (which marks a quoted
+        /// string) parses to itself.
         #[test]
-        fn any_visible_ascii_key_round_trips(s in "[!-~]{1,255}") {
+        fn any_visible_ascii_key_round_trips(s in "[!#-~][!-~]{0,254}") {
             let k = IdempotencyKey::parse(s.as_bytes()).unwrap();
             prop_assert_eq!(k.as_str(), s.as_str());
         }

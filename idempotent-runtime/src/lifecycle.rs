@@ -635,6 +635,39 @@ mod tests {
         assert!(!has_no_store(b"max-age=0"));
     }
 
+    /// In paused (virtual, deterministic) time: a waiting duplicate is woken by
+    /// the first request's completion at 100 ms, not by the 500 ms fallback.
+    #[cfg(feature = "memory")]
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_woken_by_completion_not_by_polling() {
+        static CFG: HandlerConfig =
+            HandlerConfig::new("wake").on_conflict(OnConflict::Wait(Duration::from_secs(10)));
+        let idem = Idempotency::new(crate::store::memory::MemoryStore::default());
+        let key = IdempotencyKey::parse(b"k").unwrap();
+        let fp = Fingerprint::of_bytes(b"x");
+        let first = {
+            let (idem, key) = (idem.clone(), key.clone());
+            tokio::spawn(async move {
+                idem.run(&CFG, None, &key, fp, || async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    StoredResponse::new(201, "once")
+                })
+                .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let start = tokio::time::Instant::now();
+        let second = idem
+            .run(&CFG, None, &key, fp, || async { StoredResponse::new(201, "twice") })
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(second.is_replay());
+        assert_eq!(second.response().body.as_deref(), Some(&b"once"[..]));
+        assert!(waited < WAIT_RECHECK, "woken after {waited:?}: by polling, not by the notification");
+        assert!(!first.await.unwrap().unwrap().is_replay());
+    }
+
     #[test]
     fn header_display() {
         assert_eq!(display_header("idempotency-key"), "Idempotency-Key");

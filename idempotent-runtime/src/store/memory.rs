@@ -345,3 +345,58 @@ impl std::fmt::Debug for MemoryStore {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IdempotencyKey;
+
+    fn id(i: usize) -> RecordId {
+        RecordId::new("s", None, &IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap())
+    }
+
+    /// moka's TinyLFU admission would drop about half of brand-new keys once a
+    /// bounded cache is full; here every claim up to the bound is kept, and the
+    /// one past it is refused loudly.
+    #[test]
+    fn full_store_keeps_every_claim_and_refuses_the_next() {
+        let store = MemoryStore::builder().max_entries(1000).build();
+        let fp = Fingerprint::of_bytes(b"x");
+        let lease = Duration::from_secs(60);
+        for i in 0..1000 {
+            let c = store.claim_now(&id(i), fp, OwnerToken::generate(), lease).unwrap();
+            assert_eq!(c, Claim::Acquired, "claim {i}");
+        }
+        store.inner.cache.run_pending_tasks();
+        for i in 0..1000 {
+            assert!(store.inner.cache.get(&id(i)).is_some(), "claim {i} kept");
+        }
+        assert!(matches!(
+            store.claim_now(&id(1000), fp, OwnerToken::generate(), lease),
+            Err(StoreError::Full)
+        ));
+        assert_eq!(store.entry_count(), 1000);
+    }
+
+    #[test]
+    fn byte_bound_refuses_claims() {
+        let store = MemoryStore::builder().max_bytes(10_000).build();
+        let fp = Fingerprint::of_bytes(b"x");
+        let lease = Duration::from_secs(60);
+        let owner = OwnerToken::generate();
+        assert_eq!(store.claim_now(&id(0), fp, owner, lease).unwrap(), Claim::Acquired);
+        let big = Arc::new(StoredResponse::new(200, vec![0u8; 9_900]));
+        assert!(store.if_owner(&id(0), owner, Some((Record::Completed { fingerprint: fp, response: big }, lease))));
+        assert!(store.weighted_size() > 9_900);
+        assert!(matches!(
+            store.claim_now(&id(1), fp, OwnerToken::generate(), lease),
+            Err(StoreError::Full)
+        ));
+        // Space comes back when records go.
+        store.inner.cache.invalidate(&id(0));
+        store.inner.cache.run_pending_tasks();
+        assert_eq!(store.weighted_size(), 0);
+        assert_eq!(store.entry_count(), 0);
+        assert!(store.claim_now(&id(1), fp, OwnerToken::generate(), lease).is_ok());
+    }
+}

@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(headr = "x", ttl = "soon", cache = "some")]
+fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

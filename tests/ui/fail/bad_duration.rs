@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(ttl = "24 hours")]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

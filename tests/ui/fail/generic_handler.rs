@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent]
+async fn create<T: Send>(_t: std::marker::PhantomData<T>) -> &'static str {
+    "created"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(scope = "payments")]
+struct Payments;
+
+fn main() {}

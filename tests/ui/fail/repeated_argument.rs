@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(ttl = "24h", scope = "payments", ttl = "1h")]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

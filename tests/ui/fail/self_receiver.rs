@@ -1,0 +1,12 @@
+use idempotent_runtime::idempotent;
+
+struct Api;
+
+impl Api {
+    #[idempotent]
+    async fn create(&self) -> &'static str {
+        "created"
+    }
+}
+
+fn main() {}

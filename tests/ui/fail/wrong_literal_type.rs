@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(ttl = 24, required = "yes")]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

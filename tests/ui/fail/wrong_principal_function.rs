@@ -1,0 +1,12 @@
+use idempotent_runtime::idempotent;
+
+fn account(id: u32) -> String {
+    id.to_string()
+}
+
+#[idempotent(principal = account)]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

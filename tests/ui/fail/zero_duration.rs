@@ -1,0 +1,8 @@
+use idempotent_runtime::idempotent;
+
+#[idempotent(ttl = "0s")]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}

@@ -1,0 +1,33 @@
+#![deny(warnings)]
+use axum::routing::post;
+use axum::{Json, Router};
+use idempotent_runtime::{idempotent, RequestHead};
+
+fn account(head: &RequestHead<'_>) -> Option<String> {
+    head.header("x-account").map(str::to_owned)
+}
+
+#[idempotent(
+    header = "X-Idempotency-Key",
+    ttl = "7d",
+    scope = "payouts",
+    required = false,
+    lease = "1m",
+    on_conflict = "wait",
+    wait = "5s",
+    cache = "success",
+    replay_header = "X-Served-From-Cache",
+    principal = account,
+)]
+async fn payout(Json(n): Json<u64>) -> Json<u64> {
+    Json(n)
+}
+
+#[idempotent(principal = "Authorization", cache = "non_server_error", on_conflict = "reject", ttl = "90s", lease = "500ms")]
+async fn by_header(Json(n): Json<u64>) -> Json<u64> {
+    Json(n)
+}
+
+fn main() {
+    let _app: Router = Router::new().route("/payouts", post(payout)).route("/h", post(by_header));
+}

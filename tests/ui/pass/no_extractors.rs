@@ -1,0 +1,16 @@
+#![deny(warnings)]
+use axum::routing::post;
+use axum::Router;
+use idempotent_runtime::idempotent;
+
+#[idempotent(scope = "ping")]
+async fn ping() -> &'static str {
+    "pong"
+}
+
+#[idempotent(scope = "unit")]
+async fn unit() {}
+
+fn main() {
+    let _app: Router = Router::new().route("/ping", post(ping)).route("/unit", post(unit));
+}
