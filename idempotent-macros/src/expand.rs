@@ -31,7 +31,10 @@ pub(crate) fn check_item(f: &ItemFn) -> Vec<syn::Error> {
         ));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new(v.span(), "`#[idempotent]` handlers cannot be variadic"));
+        errors.push(syn::Error::new(
+            v.span(),
+            "`#[idempotent]` handlers cannot be variadic",
+        ));
     }
     errors
 }

@@ -19,7 +19,10 @@ pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_attr(attr.into(), item.into()).into()
 }
 
-fn expand_attr(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn expand_attr(
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
     let func: syn::ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
@@ -55,7 +58,10 @@ fn expand_attr(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -
     }
 }
 
-fn with_errors(item: proc_macro2::TokenStream, errors: Vec<syn::Error>) -> proc_macro2::TokenStream {
+fn with_errors(
+    item: proc_macro2::TokenStream,
+    errors: Vec<syn::Error>,
+) -> proc_macro2::TokenStream {
     let errors = errors.into_iter().map(|e| e.to_compile_error());
     quote::quote! { #(#errors)* #item }
 }

@@ -47,19 +47,31 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
         .as_ref()
         .map(|h| note(&errors, header_name(h, "replay_header")))
         .unwrap_or_else(|| Some("idempotent-replayed".into()));
-    let ttl = args.ttl.as_ref().map(|d| note(&errors, duration_arg(d, "ttl")));
-    let lease = args.lease.as_ref().map(|d| note(&errors, duration_arg(d, "lease")));
-    let wait = args.wait.as_ref().map(|d| note(&errors, duration_arg(d, "wait")));
+    let ttl = args
+        .ttl
+        .as_ref()
+        .map(|d| note(&errors, duration_arg(d, "ttl")));
+    let lease = args
+        .lease
+        .as_ref()
+        .map(|d| note(&errors, duration_arg(d, "lease")));
+    let wait = args
+        .wait
+        .as_ref()
+        .map(|d| note(&errors, duration_arg(d, "wait")));
     let scope = args.scope.as_ref().map(|s| note(&errors, scope(s)));
     let on_conflict = args.on_conflict.as_ref().map(|s| {
-        note(&errors, match s.value().as_str() {
-            "reject" => Ok(false),
-            "wait" => Ok(true),
-            other => Err(syn::Error::new(
-                s.span(),
-                format!("invalid `on_conflict` {other:?}: expected \"reject\" or \"wait\""),
-            )),
-        })
+        note(
+            &errors,
+            match s.value().as_str() {
+                "reject" => Ok(false),
+                "wait" => Ok(true),
+                other => Err(syn::Error::new(
+                    s.span(),
+                    format!("invalid `on_conflict` {other:?}: expected \"reject\" or \"wait\""),
+                )),
+            },
+        )
     });
     let cache = args.cache.as_ref().map(|s| {
         note(&errors, match s.value().as_str() {
@@ -226,7 +238,19 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for bad in ["", "s", "24", "24 hours", "1.5h", "-1s", "1H", "1s ", " 1s", "1w", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "24",
+            "24 hours",
+            "1.5h",
+            "-1s",
+            "1H",
+            "1s ",
+            " 1s",
+            "1w",
+            "99999999999999999999s",
+        ] {
             assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
         }
         assert_eq!(parse_duration_ms("18446744073709551615d"), None);

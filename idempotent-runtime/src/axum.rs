@@ -100,9 +100,13 @@ impl HeaderLookup for HeaderMap {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut r = Response::new(Body::from(self.to_json()));
-        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(problem::CONTENT_TYPE));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(problem::CONTENT_TYPE),
+        );
         if let Some(secs) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -132,10 +136,7 @@ fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
 
 /// Reads the key (and principal) and, when there is one, the body for the
 /// fingerprint. Returns the request rebuilt around the buffered body.
-async fn prepare(
-    config: &'static HandlerConfig,
-    req: Request,
-) -> Result<(Ctx, Request), Response> {
+async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, Request), Response> {
     let (parts, body) = req.into_parts();
     let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
     let id = {
@@ -179,8 +180,12 @@ async fn prepare(
             .into_response())
         }
     };
-    let fingerprint =
-        Fingerprint::of_request(parts.method.as_str(), parts.uri.path(), parts.uri.query(), &bytes);
+    let fingerprint = Fingerprint::of_request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        &bytes,
+    );
     let ctx = Ctx {
         idempotency,
         config,
@@ -211,7 +216,8 @@ where
         Begin::Refuse(problem) => problem.into_response(),
         Begin::Run(claimed) => {
             let policy = claimed.policy();
-            let task = claimed.run(async move { capture(handler.await.into_response(), policy).await });
+            let task =
+                claimed.run(async move { capture(handler.await.into_response(), policy).await });
             // Spawned so that the handler finishes and its response is stored
             // even when the client goes away and this future is dropped.
             match tokio::spawn(task).await {
@@ -224,10 +230,16 @@ where
 }
 
 /// Splits a handler's response into what the client gets and what is stored.
-async fn capture(response: Response, policy: ResponsePolicy) -> (Response, Option<Arc<StoredResponse>>) {
+async fn capture(
+    response: Response,
+    policy: ResponsePolicy,
+) -> (Response, Option<Arc<StoredResponse>>) {
     let (parts, mut body) = response.into_parts();
     let cache_control = parts.headers.get_all(CACHE_CONTROL);
-    if !policy.stores(parts.status.as_u16(), cache_control.iter().map(HeaderValue::as_bytes)) {
+    if !policy.stores(
+        parts.status.as_u16(),
+        cache_control.iter().map(HeaderValue::as_bytes),
+    ) {
         return (Response::from_parts(parts, body), None);
     }
     let headers: Vec<(String, Bytes)> = parts
@@ -255,15 +267,20 @@ async fn capture(response: Response, policy: ResponsePolicy) -> (Response, Optio
                             body: None,
                         };
                         let rest = body.into_data_stream();
-                        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(rest);
-                        return (Response::from_parts(parts, Body::from_stream(stream)), Some(Arc::new(stored)));
+                        let stream =
+                            futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(rest);
+                        return (
+                            Response::from_parts(parts, Body::from_stream(stream)),
+                            Some(Arc::new(stored)),
+                        );
                     }
                 }
             }
             Some(Err(e)) => {
                 // The body failed half-way: pass the failure on, store nothing.
-                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok))
-                    .chain(futures_util::stream::once(async move { Err::<Bytes, _>(e) }));
+                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(
+                    futures_util::stream::once(async move { Err::<Bytes, _>(e) }),
+                );
                 return (Response::from_parts(parts, Body::from_stream(stream)), None);
             }
         }
@@ -289,7 +306,8 @@ async fn capture(response: Response, policy: ResponsePolicy) -> (Response, Optio
 
 fn replay(stored: &StoredResponse, config: &HandlerConfig) -> Response {
     let mut r = Response::new(Body::from(stored.body.clone().unwrap_or_default()));
-    *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
     for (name, value) in &stored.headers {
         if let (Ok(n), Ok(v)) = (

@@ -144,12 +144,27 @@ mod tests {
     #[test]
     fn every_part_counts() {
         let base = Fingerprint::of_request("POST", "/p", Some("a=1"), b"{}");
-        assert_ne!(base, Fingerprint::of_request("PUT", "/p", Some("a=1"), b"{}"));
-        assert_ne!(base, Fingerprint::of_request("POST", "/q", Some("a=1"), b"{}"));
-        assert_ne!(base, Fingerprint::of_request("POST", "/p", Some("a=2"), b"{}"));
+        assert_ne!(
+            base,
+            Fingerprint::of_request("PUT", "/p", Some("a=1"), b"{}")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::of_request("POST", "/q", Some("a=1"), b"{}")
+        );
+        assert_ne!(
+            base,
+            Fingerprint::of_request("POST", "/p", Some("a=2"), b"{}")
+        );
         assert_ne!(base, Fingerprint::of_request("POST", "/p", None, b"{}"));
-        assert_ne!(base, Fingerprint::of_request("POST", "/p", Some("a=1"), b"[]"));
-        assert_eq!(base, Fingerprint::of_request("POST", "/p", Some("a=1"), b"{}"));
+        assert_ne!(
+            base,
+            Fingerprint::of_request("POST", "/p", Some("a=1"), b"[]")
+        );
+        assert_eq!(
+            base,
+            Fingerprint::of_request("POST", "/p", Some("a=1"), b"{}")
+        );
         // Length prefixes keep boundaries: "/pa" + "" is not "/p" + "a".
         assert_ne!(
             Fingerprint::of_request("POST", "/pa", Some(""), b""),
@@ -160,7 +175,10 @@ mod tests {
     #[test]
     fn no_principal_differs_from_empty_principal() {
         let k = IdempotencyKey::parse(b"k").unwrap();
-        assert_ne!(RecordId::new("s", None, &k), RecordId::new("s", Some(""), &k));
+        assert_ne!(
+            RecordId::new("s", None, &k),
+            RecordId::new("s", Some(""), &k)
+        );
         assert_ne!(RecordId::new("s", None, &k), RecordId::new("t", None, &k));
     }
 }

@@ -204,10 +204,18 @@ impl Idempotency {
                     let mut response = fut.await;
                     let store = policy.stores(
                         response.status,
-                        response.headers.iter().filter(|(n, _)| n == "cache-control").map(|(_, v)| &v[..]),
+                        response
+                            .headers
+                            .iter()
+                            .filter(|(n, _)| n == "cache-control")
+                            .map(|(_, v)| &v[..]),
                     );
                     response.headers.retain(|(n, _)| replayable_header(n));
-                    if response.body.as_ref().is_some_and(|b| b.len() > policy.max_body) {
+                    if response
+                        .body
+                        .as_ref()
+                        .is_some_and(|b| b.len() > policy.max_body)
+                    {
                         let mut stored = response.clone();
                         stored.body = None;
                         (Arc::new(response), store.then(|| Arc::new(stored)))
@@ -245,15 +253,24 @@ impl Idempotency {
                     400,
                     "missing-key",
                     "Missing idempotency key",
-                    format!("this endpoint requires the `{}` header", display_header(config.header)),
+                    format!(
+                        "this endpoint requires the `{}` header",
+                        display_header(config.header)
+                    ),
                 ))
             } else {
                 Ok(None)
             };
         };
-        let key = IdempotencyKey::parse_with_limit(raw, self.inner.limits.max_key_len).map_err(|e| {
-            Problem::new(400, "invalid-key", "Invalid idempotency key", format!("{e}"))
-        })?;
+        let key =
+            IdempotencyKey::parse_with_limit(raw, self.inner.limits.max_key_len).map_err(|e| {
+                Problem::new(
+                    400,
+                    "invalid-key",
+                    "Invalid idempotency key",
+                    format!("{e}"),
+                )
+            })?;
         let principal = match config.principal {
             Principal::None => None,
             Principal::Header(h) => Some(head.header(h).map(str::to_owned).ok_or_else(|| {
@@ -261,7 +278,11 @@ impl Idempotency {
             })?),
             Principal::Fn(f) => Some(f(head).ok_or_else(|| missing_principal("the request"))?),
         };
-        Ok(Some(RecordId::new(config.scope, principal.as_deref(), &key)))
+        Ok(Some(RecordId::new(
+            config.scope,
+            principal.as_deref(),
+            &key,
+        )))
     }
 
     /// Claims the identity, or says what to answer instead.
@@ -391,7 +412,11 @@ pub(crate) struct ResponsePolicy {
 impl ResponsePolicy {
     /// Whether a response with this status and these `Cache-Control` values is
     /// stored (`no-store` never is).
-    pub(crate) fn stores<'a>(&self, status: u16, cache_control: impl Iterator<Item = &'a [u8]>) -> bool {
+    pub(crate) fn stores<'a>(
+        &self,
+        status: u16,
+        cache_control: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
         self.cache.stores(status) && !cache_control.into_iter().any(has_no_store)
     }
 }
@@ -487,7 +512,9 @@ impl Claimed {
                     .await
                 {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was lost before the response could be stored (lease expired and taken over, or deleted); the response was not stored"),
+                    Ok(false) => {
+                        tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was lost before the response could be stored (lease expired and taken over, or deleted); the response was not stored")
+                    }
                     Err(e) => {
                         tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
                         self.retry_completion(response);
@@ -505,8 +532,12 @@ impl Claimed {
         let s = &self.idempotency.inner.store;
         match s.renew(&self.id, self.owner, self.config.lease).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(target: "idempotent", scope = self.config.scope, "lease lost while the handler runs (paused too long, or deleted by an operator); its response will not be stored"),
-            Err(e) => tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "lease renewal failed"),
+            Ok(false) => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, "lease lost while the handler runs (paused too long, or deleted by an operator); its response will not be stored")
+            }
+            Err(e) => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "lease renewal failed")
+            }
         }
     }
 
@@ -596,7 +627,12 @@ pub(crate) fn store_problem(e: &StoreError) -> Problem {
         .retry_after(5),
         StoreError::Corrupt(d) => {
             tracing::error!(target: "idempotent", error = %d, "unreadable idempotency record");
-            Problem::new(500, "record-unreadable", "Idempotency record unreadable", format!("{d}; the request did not run"))
+            Problem::new(
+                500,
+                "record-unreadable",
+                "Idempotency record unreadable",
+                format!("{d}; the request did not run"),
+            )
         }
         _ => {
             tracing::warn!(target: "idempotent", error = %e, "idempotency store error");
@@ -658,13 +694,18 @@ mod tests {
         tokio::task::yield_now().await;
         let start = tokio::time::Instant::now();
         let second = idem
-            .run(&CFG, None, &key, fp, || async { StoredResponse::new(201, "twice") })
+            .run(&CFG, None, &key, fp, || async {
+                StoredResponse::new(201, "twice")
+            })
             .await
             .unwrap();
         let waited = start.elapsed();
         assert!(second.is_replay());
         assert_eq!(second.response().body.as_deref(), Some(&b"once"[..]));
-        assert!(waited < WAIT_RECHECK, "woken after {waited:?}: by polling, not by the notification");
+        assert!(
+            waited < WAIT_RECHECK,
+            "woken after {waited:?}: by polling, not by the notification"
+        );
         assert!(!first.await.unwrap().unwrap().is_replay());
     }
 

@@ -42,7 +42,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(crate) fn new(status: u16, kind: &'static str, title: &'static str, detail: String) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        kind: &'static str,
+        title: &'static str,
+        detail: String,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -100,7 +105,12 @@ mod tests {
 
     #[test]
     fn json_is_escaped() {
-        let p = Problem::new(400, "invalid-key", "Invalid idempotency key", "a \"b\"\n\u{1}".into());
+        let p = Problem::new(
+            400,
+            "invalid-key",
+            "Invalid idempotency key",
+            "a \"b\"\n\u{1}".into(),
+        );
         assert_eq!(
             p.to_json(),
             format!(

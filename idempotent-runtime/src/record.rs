@@ -23,8 +23,12 @@ impl OwnerToken {
         let base = *BASE.get_or_init(|| {
             use std::hash::{BuildHasher, Hasher};
             // Each `RandomState` is seeded from the operating system's randomness.
-            let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
-            let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            let a = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let b = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
             (u128::from(a) << 64) | u128::from(b ^ u64::from(std::process::id()))
         });
         Self(base.wrapping_add(u128::from(COUNTER.fetch_add(1, Ordering::Relaxed))))
@@ -176,7 +180,11 @@ impl Record {
                 out.push(TAG_COMPLETED);
                 out.extend_from_slice(&fingerprint.0);
                 out.extend_from_slice(&response.status.to_le_bytes());
-                out.push(if response.body.is_some() { FLAG_BODY } else { 0 });
+                out.push(if response.body.is_some() {
+                    FLAG_BODY
+                } else {
+                    0
+                });
                 put_len(&mut out, response.headers.len());
                 for (name, value) in &response.headers {
                     put_len(&mut out, name.len());
@@ -326,10 +334,7 @@ mod tests {
 
     #[test]
     fn rejects_foreign_and_future_records() {
-        assert_eq!(
-            Record::decode(b"").unwrap_err(),
-            DecodeError("truncated")
-        );
+        assert_eq!(Record::decode(b"").unwrap_err(), DecodeError("truncated"));
         assert_eq!(
             Record::decode(b"{\"json\":true}").unwrap_err(),
             DecodeError("unknown format version")
@@ -359,12 +364,21 @@ mod tests {
     fn arb_response() -> impl Strategy<Value = StoredResponse> {
         (
             100u16..=599,
-            proptest::collection::vec(("[a-z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..6),
+            proptest::collection::vec(
+                (
+                    "[a-z-]{1,20}",
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                ),
+                0..6,
+            ),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..2000)),
         )
             .prop_map(|(status, headers, body)| StoredResponse {
                 status,
-                headers: headers.into_iter().map(|(n, v)| (n, Bytes::from(v))).collect(),
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n, Bytes::from(v)))
+                    .collect(),
                 body: body.map(Bytes::from),
             })
     }

@@ -79,7 +79,11 @@ async fn optional(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
 }
 
-#[idempotent(scope = "custom", header = "X-Request-Id", replay_header = "X-Replayed")]
+#[idempotent(
+    scope = "custom",
+    header = "X-Request-Id",
+    replay_header = "X-Replayed"
+)]
 async fn custom(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
 }
@@ -112,7 +116,9 @@ async fn shapes(
     Query(q): Query<std::collections::HashMap<String, String>>,
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    let tag = form.get("tag").ok_or((StatusCode::BAD_REQUEST, "no tag".to_owned()))?;
+    let tag = form
+        .get("tag")
+        .ok_or((StatusCode::BAD_REQUEST, "no tag".to_owned()))?;
     if id == 0 {
         return Err((StatusCode::NOT_FOUND, "no thing 0".into()));
     }
@@ -121,8 +127,11 @@ async fn shapes(
         ..Input::default()
     })
     .await;
-    let n: serde_json::Value = serde_json::from_slice(&out.body).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(serde_json::json!({"prefix": prefix, "id": id, "q": q, "n": n["n"]})))
+    let n: serde_json::Value = serde_json::from_slice(&out.body)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        serde_json::json!({"prefix": prefix, "id": id, "q": q, "n": n["n"]}),
+    ))
 }
 
 /// Raw bytes body, no other extractor.

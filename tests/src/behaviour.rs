@@ -84,7 +84,9 @@ pub async fn behave(input: Input) -> Output {
         vec![b'x'; input.size]
     } else {
         headers.push(("content-type", "application/json".into()));
-        serde_json::json!({"tag": input.tag, "n": n}).to_string().into_bytes()
+        serde_json::json!({"tag": input.tag, "n": n})
+            .to_string()
+            .into_bytes()
     };
     Output {
         status: input.status.unwrap_or(201),

@@ -23,14 +23,23 @@ pub async fn missing_key_is_400(env: &Env) {
     let tag = unique("t");
     let r = env.post("/default").json(input(&tag)).send().await;
     r.assert_problem(400, "missing-key");
-    assert!(r.json()["detail"].as_str().unwrap().contains("Idempotency-Key"));
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
     assert_eq!(executions(&tag), 0);
 }
 
 pub async fn invalid_keys_are_400(env: &Env) {
     let tag = unique("t");
     let long = "k".repeat(256);
-    for bad in ["", "two words", long.as_str(), "\"unterminated", "caf\u{e9}"] {
+    for bad in [
+        "",
+        "two words",
+        long.as_str(),
+        "\"unterminated",
+        "caf\u{e9}",
+    ] {
         let r = env.post("/default").key(bad).json(input(&tag)).send().await;
         r.assert_problem(400, "invalid-key");
     }
@@ -43,12 +52,22 @@ pub async fn invalid_keys_are_400(env: &Env) {
 
 pub async fn first_request_executes_and_retry_replays(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    let first = env.post("/default").key(&key).json(input(&tag)).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert_eq!(first.status, 201);
     assert!(!first.replayed());
     assert_eq!(first.json()["n"], 1);
     for _ in 0..3 {
-        let again = env.post("/default").key(&key).json(input(&tag)).send().await;
+        let again = env
+            .post("/default")
+            .key(&key)
+            .json(input(&tag))
+            .send()
+            .await;
         assert_eq!(again.status, 201);
         assert!(again.replayed());
         assert_eq!(again.body, first.body);
@@ -59,7 +78,12 @@ pub async fn first_request_executes_and_retry_replays(env: &Env) {
 pub async fn replay_keeps_status_and_headers_but_not_cookies(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "status": 202});
-    let first = env.post("/default").key(&key).json(body.clone()).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     assert_eq!(first.status, 202);
     assert_eq!(first.header("set-cookie"), Some("session=s1"));
     tokio::time::sleep(Duration::from_millis(1100)).await; // a new `Date`
@@ -68,7 +92,11 @@ pub async fn replay_keeps_status_and_headers_but_not_cookies(env: &Env) {
     for h in ["location", "etag", "x-custom", "content-type"] {
         assert_eq!(again.header(h), first.header(h), "header {h}");
     }
-    assert_eq!(again.header("set-cookie"), None, "Set-Cookie is never replayed");
+    assert_eq!(
+        again.header("set-cookie"),
+        None,
+        "Set-Cookie is never replayed"
+    );
     assert_ne!(again.header("date"), first.header("date"), "Date is fresh");
     assert!(again.replayed());
     assert_eq!(again.body, first.body);
@@ -84,7 +112,12 @@ pub async fn sf_string_key_is_the_same_key(env: &Env) {
         .send()
         .await;
     assert_eq!(first.status, 201);
-    let bare = env.post("/default").key(&key).json(input(&tag)).send().await;
+    let bare = env
+        .post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(bare.replayed());
     assert_eq!(bare.body, first.body);
     assert_eq!(executions(&tag), 1);
@@ -92,7 +125,11 @@ pub async fn sf_string_key_is_the_same_key(env: &Env) {
 
 pub async fn different_payload_is_422(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    env.post("/default").key(&key).json(input(&tag)).send().await;
+    env.post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     let other = env
         .post("/default")
         .key(&key)
@@ -108,7 +145,12 @@ pub async fn different_payload_is_422(env: &Env) {
         tokio::spawn(async move { req.send().await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = env.post("/default").key(&key2).json(input(&tag)).send().await;
+    let r = env
+        .post("/default")
+        .key(&key2)
+        .json(input(&tag))
+        .send()
+        .await;
     r.assert_problem(422, "key-reused");
     assert_eq!(first.await.unwrap().status, 201);
     assert_eq!(executions(&tag), 2);
@@ -143,7 +185,12 @@ pub async fn duplicate_in_flight_is_409_with_retry_after(env: &Env) {
         tokio::spawn(async move { req.send().await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let dup = env.post("/default").key(&key).json(body.clone()).send().await;
+    let dup = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     dup.assert_problem(409, "request-in-progress");
     assert_eq!(dup.header("retry-after"), Some("1"));
     let first = first.await.unwrap();
@@ -171,7 +218,10 @@ pub async fn concurrent_duplicates_execute_once(env: &Env) {
         });
     }
     let answers = futures_join_all(tasks).await;
-    let executed: Vec<_> = answers.iter().filter(|r| r.status == 201 && !r.replayed()).collect();
+    let executed: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status == 201 && !r.replayed())
+        .collect();
     assert_eq!(executed.len(), 1, "exactly one execution answered");
     let original = executed[0].body.clone();
     for r in &answers {
@@ -249,7 +299,12 @@ pub async fn bad_json_does_not_consume_key(env: &Env) {
         .await;
     assert_eq!(bad.status, 400, "the extractor's own rejection");
     assert_ne!(bad.header("content-type"), Some("application/problem+json"));
-    let good = env.post("/default").key(&key).json(input(&tag)).send().await;
+    let good = env
+        .post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert_eq!(good.status, 201);
     assert!(!good.replayed());
     assert_eq!(executions(&tag), 1);
@@ -290,9 +345,18 @@ pub async fn body_over_limit_is_413(env: &Env) {
 pub async fn response_over_limit_is_sent_then_410(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "size": 1024 * 1024 + 10});
-    let first = env.post("/default").key(&key).json(body.clone()).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     assert_eq!(first.status, 201);
-    assert_eq!(first.body.len(), 1024 * 1024 + 10, "the client gets all of it");
+    assert_eq!(
+        first.body.len(),
+        1024 * 1024 + 10,
+        "the client gets all of it"
+    );
     let again = env.post("/default").key(&key).json(body).send().await;
     again.assert_problem(410, "response-not-stored");
     assert_eq!(executions(&tag), 1, "never executed again");
@@ -301,7 +365,12 @@ pub async fn response_over_limit_is_sent_then_410(env: &Env) {
 pub async fn cache_all_replays_server_errors(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "status": 500});
-    let first = env.post("/default").key(&key).json(body.clone()).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     assert_eq!(first.status, 500);
     let again = env.post("/default").key(&key).json(body).send().await;
     assert_eq!(again.status, 500);
@@ -312,15 +381,42 @@ pub async fn cache_all_replays_server_errors(env: &Env) {
 pub async fn cache_success_releases_on_error(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let failing = json!({"tag": tag, "status": 503});
-    assert_eq!(env.post("/success-only").key(&key).json(failing.clone()).send().await.status, 503);
-    let retry = env.post("/success-only").key(&key).json(failing).send().await;
+    assert_eq!(
+        env.post("/success-only")
+            .key(&key)
+            .json(failing.clone())
+            .send()
+            .await
+            .status,
+        503
+    );
+    let retry = env
+        .post("/success-only")
+        .key(&key)
+        .json(failing)
+        .send()
+        .await;
     assert_eq!(retry.status, 503);
     assert!(!retry.replayed(), "not stored: executed again");
     assert_eq!(executions(&tag), 2);
     let key2 = unique("k");
     let ok = json!({"tag": tag});
-    assert_eq!(env.post("/success-only").key(&key2).json(ok.clone()).send().await.status, 201);
-    assert!(env.post("/success-only").key(&key2).json(ok).send().await.replayed());
+    assert_eq!(
+        env.post("/success-only")
+            .key(&key2)
+            .json(ok.clone())
+            .send()
+            .await
+            .status,
+        201
+    );
+    assert!(env
+        .post("/success-only")
+        .key(&key2)
+        .json(ok)
+        .send()
+        .await
+        .replayed());
     assert_eq!(executions(&tag), 3);
 }
 
@@ -329,17 +425,42 @@ pub async fn cache_non_server_error_stores_4xx_not_5xx(env: &Env) {
     let (k4, k5) = (unique("k"), unique("k"));
     let b4 = json!({"tag": tag, "status": 404});
     let b5 = json!({"tag": tag, "status": 502});
-    env.post("/non-server-error").key(&k4).json(b4.clone()).send().await;
-    assert!(env.post("/non-server-error").key(&k4).json(b4).send().await.replayed());
-    env.post("/non-server-error").key(&k5).json(b5.clone()).send().await;
-    assert!(!env.post("/non-server-error").key(&k5).json(b5).send().await.replayed());
+    env.post("/non-server-error")
+        .key(&k4)
+        .json(b4.clone())
+        .send()
+        .await;
+    assert!(env
+        .post("/non-server-error")
+        .key(&k4)
+        .json(b4)
+        .send()
+        .await
+        .replayed());
+    env.post("/non-server-error")
+        .key(&k5)
+        .json(b5.clone())
+        .send()
+        .await;
+    assert!(!env
+        .post("/non-server-error")
+        .key(&k5)
+        .json(b5)
+        .send()
+        .await
+        .replayed());
     assert_eq!(executions(&tag), 3);
 }
 
 pub async fn no_store_response_is_not_stored(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "no_store": true});
-    let first = env.post("/default").key(&key).json(body.clone()).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     assert_eq!(first.status, 201);
     let again = env.post("/default").key(&key).json(body).send().await;
     assert_eq!(again.status, 201);
@@ -356,18 +477,43 @@ pub async fn optional_key_runs_without_idempotency(env: &Env) {
         assert_eq!(r.json()["n"], n);
     }
     let key = unique("k");
-    env.post("/optional").key(&key).json(input(&tag)).send().await;
-    assert!(env.post("/optional").key(&key).json(input(&tag)).send().await.replayed());
+    env.post("/optional")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    assert!(env
+        .post("/optional")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .replayed());
     assert_eq!(executions(&tag), 3);
 }
 
 pub async fn custom_header_and_replay_header(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     // The default header is not the key here.
-    env.post("/custom").key(&key).json(input(&tag)).send().await.assert_problem(400, "missing-key");
-    let first = env.post("/custom").header("X-Request-Id", &key).json(input(&tag)).send().await;
+    env.post("/custom")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .assert_problem(400, "missing-key");
+    let first = env
+        .post("/custom")
+        .header("X-Request-Id", &key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert_eq!(first.status, 201);
-    let again = env.post("/custom").header("X-Request-Id", &key).json(input(&tag)).send().await;
+    let again = env
+        .post("/custom")
+        .header("X-Request-Id", &key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert_eq!(again.header("x-replayed"), Some("true"));
     assert_eq!(again.header("idempotent-replayed"), None);
     assert_eq!(executions(&tag), 1);
@@ -375,7 +521,12 @@ pub async fn custom_header_and_replay_header(env: &Env) {
 
 pub async fn scopes_are_separate(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    let a = env.post("/default").key(&key).json(input(&tag)).send().await;
+    let a = env
+        .post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     let b = env.post("/other").key(&key).json(input(&tag)).send().await;
     assert!(!a.replayed() && !b.replayed());
     assert_eq!(executions(&tag), 2);
@@ -383,26 +534,72 @@ pub async fn scopes_are_separate(env: &Env) {
 
 pub async fn principal_header_scopes_keys(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    let alice = env.post("/principal").key(&key).header("X-Api-Key", "alice").json(input(&tag)).send().await;
-    let bob = env.post("/principal").key(&key).header("X-Api-Key", "bob").json(input(&tag)).send().await;
+    let alice = env
+        .post("/principal")
+        .key(&key)
+        .header("X-Api-Key", "alice")
+        .json(input(&tag))
+        .send()
+        .await;
+    let bob = env
+        .post("/principal")
+        .key(&key)
+        .header("X-Api-Key", "bob")
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(!bob.replayed(), "bob never sees alice's response");
     assert_ne!(alice.body, bob.body);
-    let alice_again = env.post("/principal").key(&key).header("X-Api-Key", "alice").json(input(&tag)).send().await;
+    let alice_again = env
+        .post("/principal")
+        .key(&key)
+        .header("X-Api-Key", "alice")
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(alice_again.replayed());
     assert_eq!(alice_again.body, alice.body);
-    env.post("/principal").key(&key).json(input(&tag)).send().await.assert_problem(400, "missing-principal");
+    env.post("/principal")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .assert_problem(400, "missing-principal");
     assert_eq!(executions(&tag), 2);
 }
 
 pub async fn principal_function_scopes_keys(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    let a = env.post("/principal-fn").key(&key).header("X-Tenant", "Acme").json(input(&tag)).send().await;
-    let a2 = env.post("/principal-fn").key(&key).header("X-Tenant", "ACME").json(input(&tag)).send().await;
+    let a = env
+        .post("/principal-fn")
+        .key(&key)
+        .header("X-Tenant", "Acme")
+        .json(input(&tag))
+        .send()
+        .await;
+    let a2 = env
+        .post("/principal-fn")
+        .key(&key)
+        .header("X-Tenant", "ACME")
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(a2.replayed(), "the function decides: same tenant");
     assert_eq!(a2.body, a.body);
-    let b = env.post("/principal-fn").key(&key).header("X-Tenant", "Globex").json(input(&tag)).send().await;
+    let b = env
+        .post("/principal-fn")
+        .key(&key)
+        .header("X-Tenant", "Globex")
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(!b.replayed());
-    env.post("/principal-fn").key(&key).json(input(&tag)).send().await.assert_problem(400, "missing-principal");
+    env.post("/principal-fn")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .assert_problem(400, "missing-principal");
     assert_eq!(executions(&tag), 2);
 }
 
@@ -412,7 +609,9 @@ pub async fn client_disconnect_still_completes(env: &Env) {
     use tokio::io::AsyncWriteExt;
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "delay_ms": 600}).to_string();
-    let mut conn = tokio::net::TcpStream::connect(env.server.addr).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(env.server.addr)
+        .await
+        .unwrap();
     let req = format!(
         "POST /default HTTP/1.1\r\nhost: test\r\nidempotency-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -426,7 +625,12 @@ pub async fn client_disconnect_still_completes(env: &Env) {
     );
     let mut retry;
     loop {
-        retry = env.post("/default").key(&key).json(serde_json::from_str(&body).unwrap()).send().await;
+        retry = env
+            .post("/default")
+            .key(&key)
+            .json(serde_json::from_str(&body).unwrap())
+            .send()
+            .await;
         if retry.status != 409 {
             break;
         }
@@ -441,7 +645,12 @@ pub async fn client_disconnect_still_completes(env: &Env) {
 pub async fn panic_releases_claim_and_server_keeps_serving(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "panic_first": true});
-    let first = env.post("/default").key(&key).json(body.clone()).send().await;
+    let first = env
+        .post("/default")
+        .key(&key)
+        .json(body.clone())
+        .send()
+        .await;
     first.assert_problem(500, "handler-failed");
     // The server still serves, and the key is free again: the retry executes.
     let retry = env.post("/default").key(&key).json(body).send().await;
@@ -464,7 +673,13 @@ pub async fn lease_is_renewed_while_handler_runs(env: &Env) {
     let dup = env.post("/lease").key(&key).json(body.clone()).send().await;
     dup.assert_problem(409, "request-in-progress");
     assert_eq!(first.await.unwrap().status, 201);
-    assert!(env.post("/lease").key(&key).json(body).send().await.replayed());
+    assert!(env
+        .post("/lease")
+        .key(&key)
+        .json(body)
+        .send()
+        .await
+        .replayed());
     assert_eq!(executions(&tag), 1);
 }
 
@@ -473,7 +688,11 @@ pub async fn lease_is_renewed_while_handler_runs(env: &Env) {
 pub async fn expired_lease_lets_retry_execute(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = input(&tag).to_string();
-    let id = RecordId::new("default", None, &IdempotencyKey::parse(key.as_bytes()).unwrap());
+    let id = RecordId::new(
+        "default",
+        None,
+        &IdempotencyKey::parse(key.as_bytes()).unwrap(),
+    );
     let fp = Fingerprint::of_request("POST", "/default", None, body.as_bytes());
     let claim = env
         .store
@@ -481,10 +700,22 @@ pub async fn expired_lease_lets_retry_execute(env: &Env) {
         .await
         .unwrap();
     assert_eq!(claim, Claim::Acquired);
-    let blocked = env.post("/default").key(&key).header("content-type", "application/json").body(body.clone()).send().await;
+    let blocked = env
+        .post("/default")
+        .key(&key)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await;
     blocked.assert_problem(409, "request-in-progress");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = env.post("/default").key(&key).header("content-type", "application/json").body(body).send().await;
+    let r = env
+        .post("/default")
+        .key(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
     assert_eq!(r.status, 201);
     assert!(!r.replayed());
     assert_eq!(executions(&tag), 1);
@@ -492,17 +723,36 @@ pub async fn expired_lease_lets_retry_execute(env: &Env) {
 
 pub async fn expired_ttl_lets_key_run_again(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    env.post("/short-ttl").key(&key).json(input(&tag)).send().await;
-    assert!(env.post("/short-ttl").key(&key).json(input(&tag)).send().await.replayed());
+    env.post("/short-ttl")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    assert!(env
+        .post("/short-ttl")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .replayed());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = env.post("/short-ttl").key(&key).json(input(&tag)).send().await;
+    let r = env
+        .post("/short-ttl")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(!r.replayed(), "the record expired with its ttl");
     assert_eq!(executions(&tag), 2);
 }
 
 pub async fn operator_lookup_and_forget(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
-    env.post("/default").key(&key).json(input(&tag)).send().await;
+    env.post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     let ops = Idempotency::new(env.store.clone());
     let k = IdempotencyKey::parse(key.as_bytes()).unwrap();
     match ops.lookup("default", None, &k).await.unwrap() {
@@ -511,7 +761,12 @@ pub async fn operator_lookup_and_forget(env: &Env) {
     }
     assert!(ops.forget("default", None, &k).await.unwrap());
     assert_eq!(ops.lookup("default", None, &k).await.unwrap(), None);
-    let r = env.post("/default").key(&key).json(input(&tag)).send().await;
+    let r = env
+        .post("/default")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
     assert!(!r.replayed(), "a forgotten key runs again");
     assert_eq!(executions(&tag), 2);
 }
@@ -520,17 +775,42 @@ pub async fn operator_lookup_and_forget(env: &Env) {
 /// room.
 pub async fn store_full_is_503(env: &Env) {
     let store = MemoryStore::builder().max_entries(3).build();
-    let small = env.sibling(AnyStore::Memory(store.clone()), Limits::default()).await;
+    let small = env
+        .sibling(AnyStore::Memory(store.clone()), Limits::default())
+        .await;
     let tag = unique("t");
     let keys: Vec<_> = (0..3).map(|_| unique("k")).collect();
     for k in &keys {
-        assert_eq!(small.post("/default").key(k).json(input(&tag)).send().await.status, 201);
+        assert_eq!(
+            small
+                .post("/default")
+                .key(k)
+                .json(input(&tag))
+                .send()
+                .await
+                .status,
+            201
+        );
     }
-    let r = small.post("/default").key(&unique("k")).json(input(&tag)).send().await;
+    let r = small
+        .post("/default")
+        .key(&unique("k"))
+        .json(input(&tag))
+        .send()
+        .await;
     r.assert_problem(503, "store-full");
     assert!(r.header("retry-after").is_some());
     for k in &keys {
-        assert!(small.post("/default").key(k).json(input(&tag)).send().await.replayed(), "nothing evicted");
+        assert!(
+            small
+                .post("/default")
+                .key(k)
+                .json(input(&tag))
+                .send()
+                .await
+                .replayed(),
+            "nothing evicted"
+        );
     }
     assert_eq!(executions(&tag), 3);
 }
@@ -545,7 +825,10 @@ pub async fn extractor_shapes_work(env: &Env) {
     };
     let first = form(&key).send().await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.json(), json!({"prefix": "things", "id": 5, "q": {"a": "b"}, "n": 1}));
+    assert_eq!(
+        first.json(),
+        json!({"prefix": "things", "id": 5, "q": {"a": "b"}, "n": 1})
+    );
     assert!(form(&key).send().await.replayed());
     // Early `return` and `?` answer as written and are stored like any answer.
     let missing = env
@@ -559,13 +842,28 @@ pub async fn extractor_shapes_work(env: &Env) {
     assert_eq!(&missing.body[..], b"no tag");
     // A path rejection is the extractor's own; nothing is claimed.
     let k2 = unique("k");
-    let bad_path = env.post("/shapes/notanumber").key(&k2).body("").send().await;
+    let bad_path = env
+        .post("/shapes/notanumber")
+        .key(&k2)
+        .body("")
+        .send()
+        .await;
     assert_eq!(bad_path.status, 400);
     // Bytes body.
     let k3 = unique("k");
     let tag3 = unique("t");
-    env.post("/bytes").key(&k3).body(input(&tag3).to_string()).send().await;
-    assert!(env.post("/bytes").key(&k3).body(input(&tag3).to_string()).send().await.replayed());
+    env.post("/bytes")
+        .key(&k3)
+        .body(input(&tag3).to_string())
+        .send()
+        .await;
+    assert!(env
+        .post("/bytes")
+        .key(&k3)
+        .body(input(&tag3).to_string())
+        .send()
+        .await
+        .replayed());
     assert_eq!(executions(&tag), 1);
     assert_eq!(executions(&tag3), 1);
 }

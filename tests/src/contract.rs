@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use idempotent_runtime::store::{Claim, Store};
-use idempotent_runtime::{Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse};
+use idempotent_runtime::{
+    Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse,
+};
 use tokio::sync::Barrier;
 
 use crate::unique;
 
 fn id() -> RecordId {
-    RecordId::new("contract", None, &IdempotencyKey::parse(unique("k").as_bytes()).unwrap())
+    RecordId::new(
+        "contract",
+        None,
+        &IdempotencyKey::parse(unique("k").as_bytes()).unwrap(),
+    )
 }
 
 fn fp(s: &str) -> Fingerprint {
@@ -60,30 +66,63 @@ pub async fn claim_is_exclusive_under_concurrency<S: Store + Clone>(store: &S) {
 pub async fn completed_record_is_returned_by_claim<S: Store>(store: &S) {
     let id = id();
     let owner = OwnerToken::generate();
-    assert_eq!(store.claim(&id, fp("a"), owner, LONG).await.unwrap(), Claim::Acquired);
-    assert!(store.complete(&id, owner, response("done"), LONG).await.unwrap());
-    match store.claim(&id, fp("b"), OwnerToken::generate(), LONG).await.unwrap() {
-        Claim::Existing(Record::Completed { fingerprint, response: r }) => {
-            assert_eq!(fingerprint, fp("a"), "the fingerprint of the request that ran");
+    assert_eq!(
+        store.claim(&id, fp("a"), owner, LONG).await.unwrap(),
+        Claim::Acquired
+    );
+    assert!(store
+        .complete(&id, owner, response("done"), LONG)
+        .await
+        .unwrap());
+    match store
+        .claim(&id, fp("b"), OwnerToken::generate(), LONG)
+        .await
+        .unwrap()
+    {
+        Claim::Existing(Record::Completed {
+            fingerprint,
+            response: r,
+        }) => {
+            assert_eq!(
+                fingerprint,
+                fp("a"),
+                "the fingerprint of the request that ran"
+            );
             assert_eq!(*r, *response("done"));
         }
         other => panic!("expected the completed record, got {other:?}"),
     }
-    assert!(matches!(store.get(&id).await.unwrap(), Some(Record::Completed { .. })));
+    assert!(matches!(
+        store.get(&id).await.unwrap(),
+        Some(Record::Completed { .. })
+    ));
 }
 
 pub async fn complete_requires_the_owner<S: Store>(store: &S) {
     let id = id();
     let owner = OwnerToken::generate();
     store.claim(&id, fp("a"), owner, LONG).await.unwrap();
-    assert!(!store.complete(&id, OwnerToken::generate(), response("intruder"), LONG).await.unwrap());
-    assert!(matches!(store.get(&id).await.unwrap(), Some(Record::InProgress { owner: o, .. }) if o == owner));
-    assert!(store.complete(&id, owner, response("mine"), LONG).await.unwrap());
+    assert!(!store
+        .complete(&id, OwnerToken::generate(), response("intruder"), LONG)
+        .await
+        .unwrap());
+    assert!(
+        matches!(store.get(&id).await.unwrap(), Some(Record::InProgress { owner: o, .. }) if o == owner)
+    );
+    assert!(store
+        .complete(&id, owner, response("mine"), LONG)
+        .await
+        .unwrap());
     // Completing twice, or renewing a completed record, is refused.
-    assert!(!store.complete(&id, owner, response("again"), LONG).await.unwrap());
+    assert!(!store
+        .complete(&id, owner, response("again"), LONG)
+        .await
+        .unwrap());
     assert!(!store.renew(&id, owner, LONG).await.unwrap());
     match store.get(&id).await.unwrap() {
-        Some(Record::Completed { response: r, .. }) => assert_eq!(r.body.as_deref(), Some(&b"mine"[..])),
+        Some(Record::Completed { response: r, .. }) => {
+            assert_eq!(r.body.as_deref(), Some(&b"mine"[..]))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -96,12 +135,21 @@ pub async fn release_frees_the_key_only_for_the_owner<S: Store>(store: &S) {
     assert!(store.get(&id).await.unwrap().is_some());
     assert!(store.release(&id, owner).await.unwrap());
     assert_eq!(store.get(&id).await.unwrap(), None);
-    assert_eq!(store.claim(&id, fp("b"), OwnerToken::generate(), LONG).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        store
+            .claim(&id, fp("b"), OwnerToken::generate(), LONG)
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
     // A completed record is not released by its former owner.
     let id2 = self::id();
     let o2 = OwnerToken::generate();
     store.claim(&id2, fp("a"), o2, LONG).await.unwrap();
-    store.complete(&id2, o2, response("kept"), LONG).await.unwrap();
+    store
+        .complete(&id2, o2, response("kept"), LONG)
+        .await
+        .unwrap();
     assert!(!store.release(&id2, o2).await.unwrap());
     assert!(store.get(&id2).await.unwrap().is_some());
 }
@@ -119,15 +167,35 @@ pub async fn renew_extends_the_lease<S: Store>(store: &S) {
         matches!(store.get(&id).await.unwrap(), Some(Record::InProgress { owner: o, .. }) if o == owner),
         "renewed claim still held"
     );
-    assert!(!store.renew(&id, OwnerToken::generate(), lease).await.unwrap(), "only the owner renews");
+    assert!(
+        !store
+            .renew(&id, OwnerToken::generate(), lease)
+            .await
+            .unwrap(),
+        "only the owner renews"
+    );
 }
 
 pub async fn lease_expires_without_renewal<S: Store>(store: &S) {
     let id = id();
-    store.claim(&id, fp("a"), OwnerToken::generate(), Duration::from_millis(300)).await.unwrap();
+    store
+        .claim(
+            &id,
+            fp("a"),
+            OwnerToken::generate(),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(store.get(&id).await.unwrap(), None);
-    assert_eq!(store.claim(&id, fp("a"), OwnerToken::generate(), LONG).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        store
+            .claim(&id, fp("a"), OwnerToken::generate(), LONG)
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
 }
 
 /// A paused owner whose lease ran out and was taken over can neither complete,
@@ -135,17 +203,34 @@ pub async fn lease_expires_without_renewal<S: Store>(store: &S) {
 pub async fn expired_owner_is_fenced_out<S: Store>(store: &S) {
     let id = id();
     let old = OwnerToken::generate();
-    store.claim(&id, fp("a"), old, Duration::from_millis(300)).await.unwrap();
+    store
+        .claim(&id, fp("a"), old, Duration::from_millis(300))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let new = OwnerToken::generate();
-    assert_eq!(store.claim(&id, fp("a"), new, LONG).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        store.claim(&id, fp("a"), new, LONG).await.unwrap(),
+        Claim::Acquired
+    );
     assert!(!store.renew(&id, old, LONG).await.unwrap());
-    assert!(!store.complete(&id, old, response("stale"), LONG).await.unwrap());
+    assert!(!store
+        .complete(&id, old, response("stale"), LONG)
+        .await
+        .unwrap());
     assert!(!store.release(&id, old).await.unwrap());
-    assert!(store.complete(&id, new, response("fresh"), LONG).await.unwrap());
-    assert!(!store.complete(&id, old, response("stale"), LONG).await.unwrap());
+    assert!(store
+        .complete(&id, new, response("fresh"), LONG)
+        .await
+        .unwrap());
+    assert!(!store
+        .complete(&id, old, response("stale"), LONG)
+        .await
+        .unwrap());
     match store.get(&id).await.unwrap() {
-        Some(Record::Completed { response: r, .. }) => assert_eq!(r.body.as_deref(), Some(&b"fresh"[..])),
+        Some(Record::Completed { response: r, .. }) => {
+            assert_eq!(r.body.as_deref(), Some(&b"fresh"[..]))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -154,7 +239,10 @@ pub async fn ttl_expires_completed_records<S: Store>(store: &S) {
     let id = id();
     let owner = OwnerToken::generate();
     store.claim(&id, fp("a"), owner, LONG).await.unwrap();
-    store.complete(&id, owner, response("short"), Duration::from_millis(300)).await.unwrap();
+    store
+        .complete(&id, owner, response("short"), Duration::from_millis(300))
+        .await
+        .unwrap();
     assert!(store.get(&id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(store.get(&id).await.unwrap(), None);
@@ -165,12 +253,21 @@ pub async fn delete_removes_any_record<S: Store>(store: &S) {
     let owner = OwnerToken::generate();
     store.claim(&a, fp("a"), owner, LONG).await.unwrap();
     store.claim(&b, fp("b"), owner, LONG).await.unwrap();
-    store.complete(&b, owner, response("b"), LONG).await.unwrap();
+    store
+        .complete(&b, owner, response("b"), LONG)
+        .await
+        .unwrap();
     assert!(store.delete(&a).await.unwrap());
     assert!(store.delete(&b).await.unwrap());
     assert!(!store.delete(&b).await.unwrap());
     assert_eq!(store.get(&a).await.unwrap(), None);
-    assert!(!store.complete(&a, owner, response("late"), LONG).await.unwrap(), "a deleted claim cannot complete");
+    assert!(
+        !store
+            .complete(&a, owner, response("late"), LONG)
+            .await
+            .unwrap(),
+        "a deleted claim cannot complete"
+    );
 }
 
 pub async fn large_responses_round_trip<S: Store>(store: &S) {
@@ -179,7 +276,9 @@ pub async fn large_responses_round_trip<S: Store>(store: &S) {
     store.claim(&id, fp("a"), owner, LONG).await.unwrap();
     let big = Arc::new(StoredResponse {
         status: 200,
-        headers: (0..20).map(|i| (format!("x-h{i}"), Bytes::from(vec![b'v'; 100]))).collect(),
+        headers: (0..20)
+            .map(|i| (format!("x-h{i}"), Bytes::from(vec![b'v'; 100])))
+            .collect(),
         body: Some(Bytes::from(vec![7u8; 1024 * 1024])),
     });
     assert!(store.complete(&id, owner, big.clone(), LONG).await.unwrap());

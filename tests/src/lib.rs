@@ -79,10 +79,48 @@ impl Env {
 
     /// A POST to `path`.
     pub fn post(&self, path: &str) -> Req {
-        Req {
+        self.remote().post(path)
+    }
+
+    fn remote(&self) -> Remote {
+        Remote {
             client: self.client.clone(),
             addr: self.server.addr,
-            method: "POST",
+        }
+    }
+}
+
+/// A client of a server at some address (an example binary, say).
+#[derive(Clone)]
+pub struct Remote {
+    client: Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Remote {
+    /// A client of the server at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Remote {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            addr,
+        }
+    }
+
+    /// A POST to `path`.
+    pub fn post(&self, path: &str) -> Req {
+        self.request("POST", path)
+    }
+
+    /// A GET of `path`.
+    pub fn get(&self, path: &str) -> Req {
+        self.request("GET", path)
+    }
+
+    fn request(&self, method: &'static str, path: &str) -> Req {
+        Req {
+            client: self.client.clone(),
+            addr: self.addr,
+            method,
             path: path.to_owned(),
             headers: Vec::new(),
             body: Bytes::new(),
@@ -108,7 +146,8 @@ impl Req {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push((name.to_owned(), value.as_ref().to_vec()));
+        self.headers
+            .push((name.to_owned(), value.as_ref().to_vec()));
         self
     }
 
@@ -183,7 +222,9 @@ impl Resp {
         );
         let p = self.json();
         assert!(
-            p["type"].as_str().is_some_and(|t| t.ends_with(&format!("#{kind}"))),
+            p["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(&format!("#{kind}"))),
             "type of {p}"
         );
         assert_eq!(p["status"], status);

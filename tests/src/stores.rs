@@ -31,72 +31,56 @@ impl StoreFactory for Memory {
 }
 
 impl Store for AnyStore {
-    fn claim(
+    async fn claim(
         &self,
         id: &RecordId,
         fingerprint: Fingerprint,
         owner: OwnerToken,
         lease: Duration,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.claim(id, fingerprint, owner, lease).await,
-            }
+    ) -> Result<Claim, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.claim(id, fingerprint, owner, lease).await,
         }
     }
 
-    fn renew(
+    async fn renew(
         &self,
         id: &RecordId,
         owner: OwnerToken,
         lease: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.renew(id, owner, lease).await,
-            }
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.renew(id, owner, lease).await,
         }
     }
 
-    fn complete(
+    async fn complete(
         &self,
         id: &RecordId,
         owner: OwnerToken,
         response: Arc<StoredResponse>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.complete(id, owner, response, ttl).await,
-            }
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.complete(id, owner, response, ttl).await,
         }
     }
 
-    fn release(
-        &self,
-        id: &RecordId,
-        owner: OwnerToken,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.release(id, owner).await,
-            }
+    async fn release(&self, id: &RecordId, owner: OwnerToken) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.release(id, owner).await,
         }
     }
 
-    fn get(&self, id: &RecordId) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.get(id).await,
-            }
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.get(id).await,
         }
     }
 
-    fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        async move {
-            match self {
-                AnyStore::Memory(s) => s.delete(id).await,
-            }
+    async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.delete(id).await,
         }
     }
 }

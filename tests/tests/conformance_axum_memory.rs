@@ -1,2 +1,5 @@
 //! The conformance suite on axum with the memory store.
-idempotent_tests::conformance_suite!(idempotent_tests::axum_app::Axum, idempotent_tests::stores::Memory);
+idempotent_tests::conformance_suite!(
+    idempotent_tests::axum_app::Axum,
+    idempotent_tests::stores::Memory
+);

@@ -4,6 +4,9 @@
 //! axum-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]
 //! ```
 
+// A command-line program reports its errors on stderr.
+#![allow(clippy::print_stderr)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,12 +76,20 @@ async fn create_payment(
 ) -> impl IntoResponse {
     match payments.create(req).await {
         Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
-        Err(status) => (status, Json(serde_json::json!({"error": "payment failed"}))).into_response(),
+        Err(status) => {
+            (status, Json(serde_json::json!({"error": "payment failed"}))).into_response()
+        }
     }
 }
 
 async fn list_payments(State(payments): State<Payments>) -> Json<Vec<Payment>> {
-    Json(payments.list.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    Json(
+        payments
+            .list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -103,7 +114,8 @@ async fn create_batch(
     let mut results = Vec::with_capacity(batch.items.len());
     for item in batch.items {
         let Ok(key) = IdempotencyKey::parse(item.key.as_bytes()) else {
-            results.push(serde_json::json!({"key": item.key, "status": 400, "error": "invalid key"}));
+            results
+                .push(serde_json::json!({"key": item.key, "status": 400, "error": "invalid key"}));
             continue;
         };
         let fingerprint = Fingerprint::of_bytes(&serde_json::to_vec(&item).unwrap_or_default());
@@ -152,16 +164,20 @@ fn parse_args() -> Result<Options, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let slot = match flag.as_str() {
-            "--listen" => &mut o.listen,
-            "--store" => &mut o.store,
-            "--redis-url" => &mut o.redis_url,
-            "-h" | "--help" => {
-                return Err("usage: axum-payments [--listen ADDR] [--store memory|redis] [--redis-url URL]".into())
-            }
-            other => return Err(format!("unknown argument `{other}`; try --help")),
-        };
-        *slot = args.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let slot =
+            match flag.as_str() {
+                "--listen" => &mut o.listen,
+                "--store" => &mut o.store,
+                "--redis-url" => &mut o.redis_url,
+                "-h" | "--help" => return Err(
+                    "usage: axum-payments [--listen ADDR] [--store memory|redis] [--redis-url URL]"
+                        .into(),
+                ),
+                other => return Err(format!("unknown argument `{other}`; try --help")),
+            };
+        *slot = args
+            .next()
+            .ok_or_else(|| format!("`{flag}` needs a value"))?;
     }
     Ok(o)
 }
@@ -211,7 +227,10 @@ async fn serve(listen: String, idempotency: Idempotency) {
             std::process::exit(1);
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
     println!("listening on {addr}");
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())

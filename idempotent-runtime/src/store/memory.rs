@@ -286,9 +286,11 @@ impl Store for MemoryStore {
         lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let renewed = match self.fingerprint_of_claim(id, owner) {
-            Some(fingerprint) => {
-                self.if_owner(id, owner, Some((Record::InProgress { fingerprint, owner }, lease)))
-            }
+            Some(fingerprint) => self.if_owner(
+                id,
+                owner,
+                Some((Record::InProgress { fingerprint, owner }, lease)),
+            ),
             None => false,
         };
         ready(Ok(renewed))
@@ -326,7 +328,10 @@ impl Store for MemoryStore {
         ready(Ok(self.if_owner(id, owner, None)))
     }
 
-    fn get(&self, id: &RecordId) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+    fn get(
+        &self,
+        id: &RecordId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
         ready(Ok(self.inner.cache.get(id).map(|e| e.record)))
     }
 
@@ -352,7 +357,11 @@ mod tests {
     use crate::IdempotencyKey;
 
     fn id(i: usize) -> RecordId {
-        RecordId::new("s", None, &IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap())
+        RecordId::new(
+            "s",
+            None,
+            &IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap(),
+        )
     }
 
     /// moka's TinyLFU admission would drop about half of brand-new keys once a
@@ -364,7 +373,9 @@ mod tests {
         let fp = Fingerprint::of_bytes(b"x");
         let lease = Duration::from_secs(60);
         for i in 0..1000 {
-            let c = store.claim_now(&id(i), fp, OwnerToken::generate(), lease).unwrap();
+            let c = store
+                .claim_now(&id(i), fp, OwnerToken::generate(), lease)
+                .unwrap();
             assert_eq!(c, Claim::Acquired, "claim {i}");
         }
         store.inner.cache.run_pending_tasks();
@@ -384,9 +395,22 @@ mod tests {
         let fp = Fingerprint::of_bytes(b"x");
         let lease = Duration::from_secs(60);
         let owner = OwnerToken::generate();
-        assert_eq!(store.claim_now(&id(0), fp, owner, lease).unwrap(), Claim::Acquired);
+        assert_eq!(
+            store.claim_now(&id(0), fp, owner, lease).unwrap(),
+            Claim::Acquired
+        );
         let big = Arc::new(StoredResponse::new(200, vec![0u8; 9_900]));
-        assert!(store.if_owner(&id(0), owner, Some((Record::Completed { fingerprint: fp, response: big }, lease))));
+        assert!(store.if_owner(
+            &id(0),
+            owner,
+            Some((
+                Record::Completed {
+                    fingerprint: fp,
+                    response: big
+                },
+                lease
+            ))
+        ));
         assert!(store.weighted_size() > 9_900);
         assert!(matches!(
             store.claim_now(&id(1), fp, OwnerToken::generate(), lease),
@@ -397,6 +421,8 @@ mod tests {
         store.inner.cache.run_pending_tasks();
         assert_eq!(store.weighted_size(), 0);
         assert_eq!(store.entry_count(), 0);
-        assert!(store.claim_now(&id(1), fp, OwnerToken::generate(), lease).is_ok());
+        assert!(store
+            .claim_now(&id(1), fp, OwnerToken::generate(), lease)
+            .is_ok());
     }
 }

@@ -111,7 +111,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads the live record, if any.
     #[must_use]
-    fn get(&self, id: &RecordId) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+    fn get(&self, id: &RecordId)
+        -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
     /// Deletes the record whatever its state. `Ok(false)`: there was none.
     #[must_use]
@@ -129,8 +130,12 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         owner: OwnerToken,
         lease: Duration,
     ) -> BoxFut<'a, Claim>;
-    fn renew<'a>(&'a self, id: &'a RecordId, owner: OwnerToken, lease: Duration)
-        -> BoxFut<'a, bool>;
+    fn renew<'a>(
+        &'a self,
+        id: &'a RecordId,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> BoxFut<'a, bool>;
     fn complete<'a>(
         &'a self,
         id: &'a RecordId,
