@@ -45,6 +45,7 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
         vis,
         sig,
         block,
+        ..
     } = f;
     let name = &sig.ident;
     let spec = format_ident!("__idempotent_spec_{}", name);
