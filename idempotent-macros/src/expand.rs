@@ -51,13 +51,20 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
     let spec = format_ident!("__idempotent_spec_{}", name);
     let config = config_tokens(&opts, &name.to_string());
 
-    // Lint attributes govern the body, so they go on the inner function; all
-    // other attributes (docs, routing, OpenAPI, ...) stay on the handler.
-    let (lint_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs.into_iter().partition(|a| {
-        ["allow", "expect", "warn", "deny", "forbid"]
-            .iter()
-            .any(|l| a.path().is_ident(l))
+    // Attributes stay on the handler (docs, lints, routing, OpenAPI, ...): the
+    // nested function inherits lint levels from it. `#[instrument]` goes on
+    // the nested function, whose parameters are the user's; inner attributes
+    // (`#![...]`) go back inside the body.
+    let (inner_style, outer): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
+    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = outer.into_iter().partition(|a| {
+        a.path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "instrument")
     });
+    let stmts = &block.stmts;
 
     let inner_name = syn::Ident::new("__idempotent_handler", Span::mixed_site());
     let mut inner_sig = sig.clone();
@@ -107,8 +114,13 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
         ReturnType::Default => sig.paren_token.span.join(),
         ReturnType::Type(_, ty) => ty.span(),
     };
+    let handler = if call_args.is_empty() {
+        quote! { #inner_name }
+    } else {
+        quote! { move || #inner_name(#(#call_args),*) }
+    };
     let run = quote_spanned! {ret_span=>
-        ::idempotent_runtime::__private::axum::run(#ctx, move || #inner_name(#(#call_args),*)).await
+        ::idempotent_runtime::__private::axum::run(#ctx, #handler).await
     };
     let fn_token = &sig.fn_token;
     let asyncness = &sig.asyncness;
@@ -116,8 +128,11 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
     quote! {
         #(#outer_attrs)*
         #vis #asyncness #fn_token #name(#(#outer_args),*) -> ::idempotent_runtime::__private::axum::Response {
-            #(#lint_attrs)*
-            #inner_sig #block
+            #(#inner_attrs)*
+            #inner_sig {
+                #(#inner_style)*
+                #(#stmts)*
+            }
 
             let (#ctx, #last_binding) = ::idempotent_runtime::__private::axum::Extract::into_parts(#extract);
             #run
@@ -125,6 +140,7 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, unreachable_pub)]
+        #[derive(Debug, Clone, Copy)]
         #vis struct #spec;
 
         impl ::idempotent_runtime::__private::HandlerSpec for #spec {
@@ -172,5 +188,45 @@ fn config_tokens(opts: &Options, fn_name: &str) -> TokenStream {
             .cache(#cache)
             .replay_header(#replay)
             .principal(#principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(item: &str) -> String {
+        let f: ItemFn = syn::parse_str(item).unwrap();
+        let opts = crate::valid::validate(crate::args::Args::default())
+            .ok()
+            .unwrap();
+        expand(f, opts).to_string()
+    }
+
+    #[test]
+    fn instrument_goes_on_the_nested_function_lints_stay_outside() {
+        let out = expanded(
+            "#[allow(clippy::too_many_arguments)] #[tracing::instrument(skip(db))] async fn h(db: Db) { #![allow(unused)] }",
+        );
+        let allow = out.find("allow (clippy :: too_many_arguments)").unwrap();
+        let outer_fn = out.find("async fn h").unwrap();
+        let instrument = out.find("tracing :: instrument").unwrap();
+        let inner_fn = out.find("async fn __idempotent_handler").unwrap();
+        let inner_attr = out.find("# ! [allow (unused)]").unwrap();
+        assert!(allow < outer_fn, "lint attribute on the handler");
+        assert!(
+            outer_fn < instrument && instrument < inner_fn,
+            "instrument on the nested fn"
+        );
+        assert!(
+            inner_fn < inner_attr,
+            "inner attribute inside the nested body"
+        );
+    }
+
+    #[test]
+    fn zero_arguments_pass_the_function_itself() {
+        let out = expanded("async fn h() {}");
+        assert!(!out.contains("move ||"), "{out}");
     }
 }

@@ -33,6 +33,7 @@ pub(crate) enum Principal {
 const DEFAULT_TTL_MS: u64 = 24 * 3600 * 1000;
 const DEFAULT_LEASE_MS: u64 = 30 * 1000;
 const DEFAULT_WAIT_MS: u64 = 10 * 1000;
+const MIN_LEASE_MS: u64 = 1000;
 
 pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
     let errors = std::cell::RefCell::new(args.errors);
@@ -128,6 +129,17 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
                 (None, None) => unreachable!("defaults satisfy lease <= ttl"),
             };
             errors.push(syn::Error::new(span, msg));
+        }
+    }
+    if let (Some(l), Some(Some(ms))) = (&args.lease, lease) {
+        if ms < MIN_LEASE_MS {
+            errors.push(syn::Error::new(
+                l.span(),
+                format!(
+                    "`lease` must be at least 1s (renewals run every lease/3); got {:?}",
+                    l.value()
+                ),
+            ));
         }
     }
     let waits = matches!(on_conflict, Some(Some(true)));

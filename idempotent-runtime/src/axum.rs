@@ -23,6 +23,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -35,7 +36,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::config::{HandlerConfig, HeaderLookup, RequestHead};
+use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
 use crate::lifecycle::{replayable_header, Begin, ResponsePolicy};
 use crate::problem::{self, Problem};
 use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
@@ -47,9 +48,16 @@ pub struct IdempotencyLayer {
     idempotency: Idempotency,
 }
 
+/// Set once an app builds an [`IdempotencyLayer`]: from then on a handler
+/// that is not under it fails closed instead of silently using the
+/// process-wide default store (axum's `.layer()` covers only the routes added
+/// before it).
+static LAYER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
 impl IdempotencyLayer {
     /// A layer installing `idempotency`.
     pub fn new(idempotency: Idempotency) -> Self {
+        LAYER_INSTALLED.store(true, Ordering::Relaxed);
         Self { idempotency }
     }
 }
@@ -91,8 +99,13 @@ where
 }
 
 impl HeaderLookup for HeaderMap {
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
+        let mut values = self.get_all(name).iter();
+        let first = values.next().map(HeaderValue::as_bytes);
+        match values.next() {
+            Some(_) => Err(Repeated),
+            None => Ok(first),
+        }
     }
 }
 
@@ -114,24 +127,32 @@ impl IntoResponse for Problem {
     }
 }
 
-#[cfg(not(feature = "memory"))]
-fn no_store_installed() -> Problem {
-    Problem::new(
-        500,
-        "store-unavailable",
-        "No idempotency store",
-        "no idempotency store is installed: add `IdempotencyLayer` to the router, or enable the `memory` feature of idempotent-runtime".into(),
-    )
+fn no_store(detail: &str) -> Problem {
+    Problem::new(500, "no-store", "No idempotency store", detail.into())
 }
 
 fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
     if let Some(i) = req.extensions.get::<Idempotency>() {
         return Ok(i.clone());
     }
+    if LAYER_INSTALLED.load(Ordering::Relaxed) {
+        tracing::error!(target: "idempotent", path = req.uri.path(), "an `#[idempotent]` handler is not under the app's IdempotencyLayer; refusing to fall back to the default store");
+        return Err(no_store("this handler is not under the app's `IdempotencyLayer`: `.layer()` applies only to routes added before it, so add the layer after every route"));
+    }
     #[cfg(feature = "memory")]
     return Ok(Idempotency::global().clone());
     #[cfg(not(feature = "memory"))]
-    Err(no_store_installed())
+    Err(no_store("no idempotency store is installed: add `IdempotencyLayer` to the router, or enable the `memory` feature of idempotent-runtime"))
+}
+
+/// Path and query as the client sent them: inside `Router::nest`, axum strips
+/// the matched prefix from `parts.uri`, and `/accounts/1/pay` and
+/// `/accounts/2/pay` must not fingerprint alike.
+fn original_uri(parts: &http::request::Parts) -> &http::Uri {
+    parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0)
 }
 
 /// Reads the key (and principal) and, when there is one, the body for the
@@ -139,11 +160,12 @@ fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
 async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, Request), Response> {
     let (parts, body) = req.into_parts();
     let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
+    let uri = original_uri(&parts).clone();
     let id = {
         let head = RequestHead::new(
             parts.method.as_str(),
-            parts.uri.path(),
-            parts.uri.query(),
+            uri.path(),
+            uri.query(),
             &parts.headers,
         );
         idempotency
@@ -173,19 +195,15 @@ async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, R
         Err(_) => {
             return Err(Problem::new(
                 400,
-                "request-too-large",
+                "request-unreadable",
                 "Request body unreadable",
                 "the request body could not be read".into(),
             )
             .into_response())
         }
     };
-    let fingerprint = Fingerprint::of_request(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query(),
-        &bytes,
-    );
+    let fingerprint =
+        Fingerprint::of_request(parts.method.as_str(), uri.path(), uri.query(), &bytes);
     let ctx = Ctx {
         idempotency,
         config,
@@ -220,7 +238,7 @@ where
                 claimed.run(async move { capture(handler.await.into_response(), policy).await });
             // Spawned so that the handler finishes and its response is stored
             // even when the client goes away and this future is dropped.
-            match tokio::spawn(task).await {
+            match tokio::spawn(tracing::Instrument::in_current_span(task)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(problem)) => problem.into_response(),
                 Err(_cancelled) => crate::lifecycle::handler_failed().into_response(),
@@ -277,11 +295,21 @@ async fn capture(
                 }
             }
             Some(Err(e)) => {
-                // The body failed half-way: pass the failure on, store nothing.
+                // The body failed half-way, after the handler ran: pass the
+                // failure on, and keep that the request ran (retries get 410
+                // rather than a second execution).
+                let stored = StoredResponse {
+                    status: parts.status.as_u16(),
+                    headers,
+                    body: None,
+                };
                 let stream = futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(
                     futures_util::stream::once(async move { Err::<Bytes, _>(e) }),
                 );
-                return (Response::from_parts(parts, Body::from_stream(stream)), None);
+                return (
+                    Response::from_parts(parts, Body::from_stream(stream)),
+                    Some(Arc::new(stored)),
+                );
             }
         }
     }

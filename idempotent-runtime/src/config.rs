@@ -97,14 +97,14 @@ impl<'a> RequestHead<'a> {
         self.query
     }
 
-    /// The first value of a header as text; `None` if absent or not visible
-    /// ASCII.
+    /// A header's value as text; `None` if absent, sent more than once, or not
+    /// UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let v = self.headers.get(name)?;
+        let v = self.headers.get(name).ok()??;
         std::str::from_utf8(v).ok()
     }
 
-    pub(crate) fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header_bytes(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
         self.headers.get(name)
     }
 }
@@ -112,9 +112,15 @@ impl<'a> RequestHead<'a> {
 /// Header access for [`RequestHead`], implemented by each framework adapter.
 #[doc(hidden)]
 pub trait HeaderLookup {
-    /// The first value of the header `name` (lowercase).
-    fn get(&self, name: &str) -> Option<&[u8]>;
+    /// The value of the header `name` (lowercase); `Err` if it was sent more
+    /// than once (a proxy appending rather than replacing, say).
+    fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated>;
 }
+
+/// A header that must appear once appeared several times.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
 
 /// The options of one idempotent handler: what `#[idempotent(...)]` sets, also
 /// usable directly with the plain API ([`Idempotency::run`](crate::Idempotency::run)).

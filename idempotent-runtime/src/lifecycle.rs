@@ -201,31 +201,38 @@ impl Idempotency {
                 let policy = claimed.policy();
                 let fut = block();
                 let task = claimed.run(async move {
-                    let mut response = fut.await;
+                    let response = Arc::new(fut.await);
                     let store = policy.stores(
                         response.status,
                         response
                             .headers
                             .iter()
-                            .filter(|(n, _)| n == "cache-control")
+                            .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
                             .map(|(_, v)| &v[..]),
                     );
-                    response.headers.retain(|(n, _)| replayable_header(n));
-                    if response
-                        .body
-                        .as_ref()
-                        .is_some_and(|b| b.len() > policy.max_body)
-                    {
-                        let mut stored = response.clone();
-                        stored.body = None;
-                        (Arc::new(response), store.then(|| Arc::new(stored)))
-                    } else {
-                        let response = Arc::new(response);
-                        let stored = store.then(|| response.clone());
-                        (response, stored)
-                    }
+                    let stored = store.then(|| {
+                        let too_large = response
+                            .body
+                            .as_ref()
+                            .is_some_and(|b| b.len() > policy.max_body);
+                        Arc::new(StoredResponse {
+                            status: response.status,
+                            headers: response
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                                .filter(|(n, _)| replayable_header(n))
+                                .collect(),
+                            body: if too_large {
+                                None
+                            } else {
+                                response.body.clone()
+                            },
+                        })
+                    });
+                    (response, stored)
                 });
-                match tokio::spawn(task).await {
+                match tokio::spawn(tracing::Instrument::in_current_span(task)).await {
                     Ok(Ok(r)) => Ok(Outcome::Executed(r)),
                     Ok(Err(p)) => Err(p),
                     Err(_) => Err(handler_failed()),
@@ -247,7 +254,18 @@ impl Idempotency {
         config: &HandlerConfig,
         head: &RequestHead<'_>,
     ) -> Result<Option<RecordId>, Problem> {
-        let Some(raw) = head.header_bytes(config.header) else {
+        let raw = head.header_bytes(config.header).map_err(|_| {
+            Problem::new(
+                400,
+                "invalid-key",
+                "Invalid idempotency key",
+                format!(
+                    "the `{}` header was sent more than once",
+                    display_header(config.header)
+                ),
+            )
+        })?;
+        let Some(raw) = raw else {
             return if config.required {
                 Err(Problem::new(
                     400,
@@ -274,7 +292,10 @@ impl Idempotency {
         let principal = match config.principal {
             Principal::None => None,
             Principal::Header(h) => Some(head.header(h).map(str::to_owned).ok_or_else(|| {
-                missing_principal(&format!("the `{}` header", display_header(h)))
+                missing_principal(&format!(
+                    "the `{}` header (absent, repeated or not text)",
+                    display_header(h)
+                ))
             })?),
             Principal::Fn(f) => Some(f(head).ok_or_else(|| missing_principal("the request"))?),
         };
@@ -316,6 +337,7 @@ impl Idempotency {
                     return Begin::Run(Claimed {
                         idempotency: self.clone(),
                         id,
+                        fingerprint,
                         owner,
                         config: *config,
                         started,
@@ -347,7 +369,7 @@ impl Idempotency {
                             "response-not-stored",
                             "Response not stored",
                             format!(
-                                "the request with this key already ran (status {}) but its response was larger than the storage limit, so it cannot be replayed; it will not run again",
+                                "the request with this key already ran (status {}) but its response was not kept (larger than the storage limit, or its body failed while being sent), so it cannot be replayed; it will not run again",
                                 response.status
                             ),
                         )),
@@ -454,6 +476,7 @@ pub(crate) fn replayable_header(lowercase_name: &str) -> bool {
 pub(crate) struct Claimed {
     idempotency: Idempotency,
     id: RecordId,
+    fingerprint: Fingerprint,
     owner: OwnerToken,
     config: HandlerConfig,
     started: Instant,
@@ -477,18 +500,23 @@ impl Claimed {
     where
         F: Future<Output = (T, Option<Arc<StoredResponse>>)>,
     {
-        let lease = self.config.lease;
-        let period = (lease / 3).max(Duration::from_millis(10));
-        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut handler = pin!(AssertUnwindSafe(handler).catch_unwind());
-        let result = loop {
-            tokio::select! {
-                biased;
-                r = &mut handler => break r,
-                _ = renewals.tick() => self.renew().await,
-            }
-        };
+        // Renewals run in a task of their own, so a handler that blocks its
+        // thread for a while does not starve them.
+        let renewals = tokio::spawn(renew_while_running(
+            self.idempotency.clone(),
+            self.id.clone(),
+            self.owner,
+            self.config,
+        ));
+        // The handler runs inside a span naming the scope (never the key).
+        let span =
+            tracing::info_span!(target: "idempotent", "idempotent", scope = self.config.scope);
+        let mut handler = pin!(tracing::Instrument::instrument(
+            AssertUnwindSafe(handler).catch_unwind(),
+            span
+        ));
+        let result = (&mut handler).await;
+        renewals.abort();
         let store = &self.idempotency.inner.store;
         self.finished = true;
         let outcome = match result {
@@ -508,12 +536,18 @@ impl Claimed {
             }
             Ok((value, Some(response))) => {
                 match store
-                    .complete(&self.id, self.owner, response.clone(), self.config.ttl)
+                    .complete(
+                        &self.id,
+                        self.owner,
+                        self.fingerprint,
+                        response.clone(),
+                        self.config.ttl,
+                    )
                     .await
                 {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was lost before the response could be stored (lease expired and taken over, or deleted); the response was not stored")
+                        tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; the newer owner's result stands and this response was not stored")
                     }
                     Err(e) => {
                         tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
@@ -528,25 +562,13 @@ impl Claimed {
         Ok(outcome)
     }
 
-    async fn renew(&self) {
-        let s = &self.idempotency.inner.store;
-        match s.renew(&self.id, self.owner, self.config.lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(target: "idempotent", scope = self.config.scope, "lease lost while the handler runs (paused too long, or deleted by an operator); its response will not be stored")
-            }
-            Err(e) => {
-                tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "lease renewal failed")
-            }
-        }
-    }
-
     /// Retries a failed completion until it lands or the lease would have run
     /// out (after which another request may have claimed the key).
     fn retry_completion(&self, response: Arc<StoredResponse>) {
         let idempotency = self.idempotency.clone();
         let id = self.id.clone();
         let owner = self.owner;
+        let fingerprint = self.fingerprint;
         let config = self.config;
         tokio::spawn(async move {
             let until = Instant::now() + config.lease;
@@ -556,7 +578,7 @@ impl Claimed {
                 match idempotency
                     .inner
                     .store
-                    .complete(&id, owner, response.clone(), config.ttl)
+                    .complete(&id, owner, fingerprint, response.clone(), config.ttl)
                     .await
                 {
                     Ok(_) => break,
@@ -585,6 +607,36 @@ impl Drop for Claimed {
                 let _ = idempotency.inner.store.release(&id, owner).await;
                 idempotency.slot(&id).notify_waiters();
             });
+        }
+    }
+}
+
+/// Renews a claim every `lease / 3` until aborted.
+async fn renew_while_running(
+    idempotency: Idempotency,
+    id: RecordId,
+    owner: OwnerToken,
+    config: HandlerConfig,
+) {
+    let period = (config.lease / 3).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match idempotency
+            .inner
+            .store
+            .renew(&id, owner, config.lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(target: "idempotent", scope = config.scope, "the claim was lost while the handler runs (lease ran out, or deleted by an operator)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(target: "idempotent", scope = config.scope, error = %e, "lease renewal failed")
+            }
         }
     }
 }

@@ -6,14 +6,16 @@
 //! | anchor | status | when |
 //! |---|---|---|
 //! | <a id="missing-key"></a>`#missing-key` | 400 | the key header is absent and the handler requires it |
-//! | <a id="invalid-key"></a>`#invalid-key` | 400 | the key is empty, too long, not visible ASCII, or a malformed quoted string |
+//! | <a id="invalid-key"></a>`#invalid-key` | 400 | the key is empty, too long, not visible ASCII, a malformed quoted string, or sent more than once |
 //! | <a id="missing-principal"></a>`#missing-principal` | 400 | the handler scopes keys by principal and none could be read from the request |
 //! | <a id="request-in-progress"></a>`#request-in-progress` | 409 | a request with this key is still running (with `Retry-After`) |
-//! | <a id="response-not-stored"></a>`#response-not-stored` | 410 | the request ran but its response was over the storage limit; it is never run again |
+//! | <a id="response-not-stored"></a>`#response-not-stored` | 410 | the request ran but its response was not kept (over the storage limit, or its body failed); it is never run again |
 //! | <a id="request-too-large"></a>`#request-too-large` | 413 | the body is over the fingerprinting limit |
+//! | <a id="request-unreadable"></a>`#request-unreadable` | 400 | the body could not be read |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used with a different request (method, path, query or body) |
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler panicked; its claim was released |
 //! | <a id="record-unreadable"></a>`#record-unreadable` | 500 | the stored record cannot be decoded |
+//! | <a id="no-store"></a>`#no-store` | 500 | no store is installed for this handler (not under the app's `IdempotencyLayer`, or no `memory` feature) |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the store is unreachable or slow; the handler did not run (with `Retry-After`) |
 //! | <a id="store-full"></a>`#store-full` | 503 | the store is at its bound (with `Retry-After`) |
 

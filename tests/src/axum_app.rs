@@ -25,7 +25,7 @@ impl Adapter for Axum {
                 .await
                 .expect("bind a loopback port");
             let addr = listener.local_addr().expect("local address");
-            let app = router().layer(IdempotencyLayer::new(idempotency));
+            let app = app_with_layer(idempotency);
             tokio::spawn(async move { axum::serve(listener, app).await });
             Server { addr }
         })
@@ -141,6 +141,36 @@ async fn bytes_route(body: Bytes) -> impl IntoResponse {
     respond(behave(input).await)
 }
 
+#[idempotent(scope = "accounts")]
+async fn account_pay(Path(_account): Path<u32>, Json(input): Json<Input>) -> Response {
+    respond(behave(input).await)
+}
+
+/// Generated code must not trip common lints on public handlers of a library.
+#[deny(
+    missing_debug_implementations,
+    missing_copy_implementations,
+    missing_docs
+)]
+pub mod public_handlers {
+    use idempotent_runtime::idempotent;
+
+    /// A public handler with no arguments.
+    #[idempotent(scope = "public")]
+    #[allow(clippy::unused_async)]
+    pub async fn public_handler() -> &'static str {
+        "ok"
+    }
+}
+
+/// The test app, plus `/outside`, a route added after the layer: it must
+/// fail closed rather than use the default store.
+pub fn app_with_layer(idempotency: Idempotency) -> Router {
+    router()
+        .layer(IdempotencyLayer::new(idempotency))
+        .route("/outside", post(default_route))
+}
+
 fn router() -> Router {
     Router::new()
         .route("/default", post(default_route))
@@ -157,5 +187,10 @@ fn router() -> Router {
         .route("/short-ttl", post(short_ttl))
         .route("/shapes/{id}", post(shapes))
         .route("/bytes", post(bytes_route))
+        .route("/public", post(public_handlers::public_handler))
+        .nest(
+            "/accounts/{account}",
+            Router::new().route("/pay", post(account_pay)),
+        )
         .with_state("things")
 }

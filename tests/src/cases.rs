@@ -867,3 +867,56 @@ pub async fn extractor_shapes_work(env: &Env) {
     assert_eq!(executions(&tag), 1);
     assert_eq!(executions(&tag3), 1);
 }
+
+/// Routes under a prefix with a parameter (`/accounts/{id}/pay`): the
+/// fingerprint covers the full path, so the same key and body for another
+/// account is a different request (422), not a replay of the first.
+pub async fn nested_routes_fingerprint_the_full_path(env: &Env) {
+    let (tag, key) = (unique("t"), unique("k"));
+    let first = env
+        .post("/accounts/1/pay")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    assert_eq!(first.status, 201);
+    assert!(env
+        .post("/accounts/1/pay")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await
+        .replayed());
+    let other = env
+        .post("/accounts/2/pay")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    other.assert_problem(422, "key-reused");
+    assert_eq!(executions(&tag), 1);
+}
+
+/// A key header sent twice (a proxy appending its own) is refused rather than
+/// read as either value.
+pub async fn repeated_key_header_is_400(env: &Env) {
+    let (tag, key) = (unique("t"), unique("k"));
+    let r = env
+        .post("/default")
+        .key(&key)
+        .key(&unique("k"))
+        .json(input(&tag))
+        .send()
+        .await;
+    r.assert_problem(400, "invalid-key");
+    let p = env
+        .post("/principal")
+        .key(&key)
+        .header("X-Api-Key", "alice")
+        .header("X-Api-Key", "mallory")
+        .json(input(&tag))
+        .send()
+        .await;
+    p.assert_problem(400, "missing-principal");
+    assert_eq!(executions(&tag), 0);
+}

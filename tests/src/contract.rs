@@ -71,7 +71,7 @@ pub async fn completed_record_is_returned_by_claim<S: Store>(store: &S) {
         Claim::Acquired
     );
     assert!(store
-        .complete(&id, owner, response("done"), LONG)
+        .complete(&id, owner, fp("a"), response("done"), LONG)
         .await
         .unwrap());
     match store
@@ -103,19 +103,25 @@ pub async fn complete_requires_the_owner<S: Store>(store: &S) {
     let owner = OwnerToken::generate();
     store.claim(&id, fp("a"), owner, LONG).await.unwrap();
     assert!(!store
-        .complete(&id, OwnerToken::generate(), response("intruder"), LONG)
+        .complete(
+            &id,
+            OwnerToken::generate(),
+            fp("a"),
+            response("intruder"),
+            LONG
+        )
         .await
         .unwrap());
     assert!(
         matches!(store.get(&id).await.unwrap(), Some(Record::InProgress { owner: o, .. }) if o == owner)
     );
     assert!(store
-        .complete(&id, owner, response("mine"), LONG)
+        .complete(&id, owner, fp("a"), response("mine"), LONG)
         .await
         .unwrap());
     // Completing twice, or renewing a completed record, is refused.
     assert!(!store
-        .complete(&id, owner, response("again"), LONG)
+        .complete(&id, owner, fp("a"), response("again"), LONG)
         .await
         .unwrap());
     assert!(!store.renew(&id, owner, LONG).await.unwrap());
@@ -147,7 +153,7 @@ pub async fn release_frees_the_key_only_for_the_owner<S: Store>(store: &S) {
     let o2 = OwnerToken::generate();
     store.claim(&id2, fp("a"), o2, LONG).await.unwrap();
     store
-        .complete(&id2, o2, response("kept"), LONG)
+        .complete(&id2, o2, fp("a"), response("kept"), LONG)
         .await
         .unwrap();
     assert!(!store.release(&id2, o2).await.unwrap());
@@ -215,16 +221,16 @@ pub async fn expired_owner_is_fenced_out<S: Store>(store: &S) {
     );
     assert!(!store.renew(&id, old, LONG).await.unwrap());
     assert!(!store
-        .complete(&id, old, response("stale"), LONG)
+        .complete(&id, old, fp("a"), response("stale"), LONG)
         .await
         .unwrap());
     assert!(!store.release(&id, old).await.unwrap());
     assert!(store
-        .complete(&id, new, response("fresh"), LONG)
+        .complete(&id, new, fp("a"), response("fresh"), LONG)
         .await
         .unwrap());
     assert!(!store
-        .complete(&id, old, response("stale"), LONG)
+        .complete(&id, old, fp("a"), response("stale"), LONG)
         .await
         .unwrap());
     match store.get(&id).await.unwrap() {
@@ -240,7 +246,13 @@ pub async fn ttl_expires_completed_records<S: Store>(store: &S) {
     let owner = OwnerToken::generate();
     store.claim(&id, fp("a"), owner, LONG).await.unwrap();
     store
-        .complete(&id, owner, response("short"), Duration::from_millis(300))
+        .complete(
+            &id,
+            owner,
+            fp("a"),
+            response("short"),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap();
     assert!(store.get(&id).await.unwrap().is_some());
@@ -254,20 +266,48 @@ pub async fn delete_removes_any_record<S: Store>(store: &S) {
     store.claim(&a, fp("a"), owner, LONG).await.unwrap();
     store.claim(&b, fp("b"), owner, LONG).await.unwrap();
     store
-        .complete(&b, owner, response("b"), LONG)
+        .complete(&b, owner, fp("a"), response("b"), LONG)
         .await
         .unwrap();
     assert!(store.delete(&a).await.unwrap());
     assert!(store.delete(&b).await.unwrap());
     assert!(!store.delete(&b).await.unwrap());
     assert_eq!(store.get(&a).await.unwrap(), None);
+}
+
+/// A handler outlived its lease but nobody claimed the key meanwhile: its
+/// response still lands, so the retry replays instead of running again.
+pub async fn late_completion_lands_when_nobody_took_over<S: Store>(store: &S) {
+    let id = id();
+    let owner = OwnerToken::generate();
+    store
+        .claim(&id, fp("a"), owner, Duration::from_millis(300))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(store.get(&id).await.unwrap(), None, "the lease ran out");
     assert!(
-        !store
-            .complete(&a, owner, response("late"), LONG)
-            .await
-            .unwrap(),
-        "a deleted claim cannot complete"
+        !store.renew(&id, owner, LONG).await.unwrap(),
+        "a lapsed claim is not renewed"
     );
+    assert!(store
+        .complete(&id, owner, fp("a"), response("late"), LONG)
+        .await
+        .unwrap());
+    match store
+        .claim(&id, fp("a"), OwnerToken::generate(), LONG)
+        .await
+        .unwrap()
+    {
+        Claim::Existing(Record::Completed {
+            fingerprint,
+            response: r,
+        }) => {
+            assert_eq!(fingerprint, fp("a"));
+            assert_eq!(r.body.as_deref(), Some(&b"late"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 pub async fn large_responses_round_trip<S: Store>(store: &S) {
@@ -281,7 +321,10 @@ pub async fn large_responses_round_trip<S: Store>(store: &S) {
             .collect(),
         body: Some(Bytes::from(vec![7u8; 1024 * 1024])),
     });
-    assert!(store.complete(&id, owner, big.clone(), LONG).await.unwrap());
+    assert!(store
+        .complete(&id, owner, fp("a"), big.clone(), LONG)
+        .await
+        .unwrap());
     match store.get(&id).await.unwrap() {
         Some(Record::Completed { response: r, .. }) => assert_eq!(*r, *big),
         other => panic!("{other:?}"),

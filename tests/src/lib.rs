@@ -297,7 +297,9 @@ macro_rules! conformance_suite {
             expired_ttl_lets_key_run_again,
             operator_lookup_and_forget,
             store_full_is_503,
-            extractor_shapes_work
+            extractor_shapes_work,
+            nested_routes_fingerprint_the_full_path,
+            repeated_key_header_is_400
         );
     };
     (@cases $adapter:ty, $store:ty; $($case:ident),* $(,)?) => {
@@ -327,6 +329,7 @@ macro_rules! store_contract {
             expired_owner_is_fenced_out,
             ttl_expires_completed_records,
             delete_removes_any_record,
+            late_completion_lands_when_nobody_took_over,
             large_responses_round_trip
         );
     };

@@ -58,11 +58,12 @@ impl Store for AnyStore {
         &self,
         id: &RecordId,
         owner: OwnerToken,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            AnyStore::Memory(s) => s.complete(id, owner, response, ttl).await,
+            AnyStore::Memory(s) => s.complete(id, owner, fingerprint, response, ttl).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The in-process store, on [moka](https://docs.rs/moka).
 
 use std::future::{ready, Future};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,31 @@ struct Inner {
     usage: Arc<Usage>,
     max_entries: u64,
     max_bytes: u64,
+    born: Instant,
 }
 
+/// Counters kept symmetric: `+1 / +weight` inside the compute closure that
+/// puts an entry (before moka can report the entry it replaces), `-1 /
+/// -weight` in the eviction listener for every removal cause, replacement
+/// included. Signed, so a transient ordering can never wrap.
 #[derive(Default)]
 struct Usage {
-    entries: AtomicU64,
-    bytes: AtomicU64,
+    entries: AtomicI64,
+    bytes: AtomicI64,
+    /// When housekeeping last ran because the store looked full (ms since
+    /// the store was built), so a full store does not run it on every claim.
+    last_housekeeping_ms: AtomicU64,
+}
+
+impl Usage {
+    fn add(&self, e: &Entry) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(e.weight as i64, Ordering::Relaxed);
+    }
+    fn remove(&self, e: &Entry) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(e.weight as i64, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -127,12 +146,7 @@ impl MemoryStoreBuilder {
             // size (its TinyLFU admission would drop new claims when full). The
             // bound is enforced by `claim` instead.
             .expire_after(RecordExpiry)
-            .eviction_listener(move |_k, e: Entry, cause| {
-                listener_usage.bytes.fetch_sub(e.weight, Ordering::Relaxed);
-                if cause != RemovalCause::Replaced {
-                    listener_usage.entries.fetch_sub(1, Ordering::Relaxed);
-                }
-            })
+            .eviction_listener(move |_k, e: Entry, _cause: RemovalCause| listener_usage.remove(&e))
             .build();
         MemoryStore {
             inner: Arc::new(Inner {
@@ -140,6 +154,7 @@ impl MemoryStoreBuilder {
                 usage,
                 max_entries: self.max_entries,
                 max_bytes: self.max_bytes,
+                born: Instant::now(),
             }),
         }
     }
@@ -162,25 +177,32 @@ impl MemoryStore {
 
     /// Live records (expired ones are counted until moka's housekeeping runs).
     pub fn entry_count(&self) -> u64 {
-        self.inner.usage.entries.load(Ordering::Relaxed)
+        self.inner.usage.entries.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Approximate bytes held by records.
     pub fn weighted_size(&self) -> u64 {
-        self.inner.usage.bytes.load(Ordering::Relaxed)
+        self.inner.usage.bytes.load(Ordering::Relaxed).max(0) as u64
     }
 
-    fn has_room(&self, extra: u64) -> bool {
-        let u = &self.inner.usage;
-        u.entries.load(Ordering::Relaxed) < self.inner.max_entries
-            && u.bytes.load(Ordering::Relaxed) + extra <= self.inner.max_bytes
+    fn has_room(&self) -> bool {
+        self.entry_count() < self.inner.max_entries
+            && self.weighted_size().saturating_add(ENTRY_OVERHEAD) <= self.inner.max_bytes
     }
 
-    fn put(&self, entry: &Entry) {
-        self.inner
-            .usage
-            .bytes
-            .fetch_add(entry.weight, Ordering::Relaxed);
+    /// Runs moka's pending housekeeping (expired records are counted until
+    /// then), at most every 100 ms: it may take a while on a big store.
+    fn housekeep(&self) {
+        let now = (self.inner.born.elapsed().as_millis() as u64).max(1);
+        let last = &self.inner.usage.last_housekeeping_ms;
+        let prev = last.load(Ordering::Relaxed);
+        if (prev == 0 || now.saturating_sub(prev) >= 100)
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.inner.cache.run_pending_tasks();
+        }
     }
 
     fn claim_now(
@@ -194,16 +216,14 @@ impl MemoryStore {
         if let Some(e) = self.inner.cache.get(id) {
             return Ok(Claim::Existing(e.record));
         }
-        if !self.has_room(ENTRY_OVERHEAD) {
-            // Counters lag behind expiry until housekeeping runs; run it once
-            // before refusing.
-            self.inner.cache.run_pending_tasks();
-            if !self.has_room(ENTRY_OVERHEAD) {
+        if !self.has_room() {
+            self.housekeep();
+            if !self.has_room() {
                 return Err(StoreError::Full);
             }
         }
+        let usage = &self.inner.usage;
         let mut existing = None;
-        let mut inserted = None;
         self.inner
             .cache
             .entry_by_ref(id)
@@ -214,57 +234,51 @@ impl MemoryStore {
                 }
                 None => {
                     let e = Entry::new(Record::InProgress { fingerprint, owner }, lease);
-                    inserted = Some(e.weight);
+                    usage.add(&e);
                     Op::Put(e)
                 }
             });
-        match existing {
-            Some(record) => Ok(Claim::Existing(record)),
-            None => {
-                let u = &self.inner.usage;
-                u.entries.fetch_add(1, Ordering::Relaxed);
-                u.bytes
-                    .fetch_add(inserted.unwrap_or(ENTRY_OVERHEAD), Ordering::Relaxed);
-                Ok(Claim::Acquired)
-            }
-        }
+        Ok(match existing {
+            Some(record) => Claim::Existing(record),
+            None => Claim::Acquired,
+        })
     }
 
-    /// Replaces `owner`'s claim by `next` (or removes it for `None`) atomically.
-    fn if_owner(&self, id: &RecordId, owner: OwnerToken, next: Option<(Record, Duration)>) -> bool {
+    /// Applies `next` to the record atomically when `owner` holds the claim,
+    /// or, if `or_absent`, when there is no record at all. `next` gets the
+    /// claim's fingerprint; `None` removes the record.
+    fn if_owner(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+        or_absent: bool,
+        next: impl FnOnce(Option<Fingerprint>) -> Option<Entry>,
+    ) -> bool {
+        let usage = &self.inner.usage;
         let mut done = false;
-        let mut added = None;
         self.inner
             .cache
             .entry_by_ref(id)
-            .and_compute_with(|current| match current {
-                Some(e) if matches!(e.value().record, Record::InProgress { owner: o, .. } if o == owner) => {
-                    done = true;
-                    match next {
-                        Some((record, lifetime)) => {
-                            let e = Entry::new(record, lifetime);
-                            added = Some(e.clone());
-                            Op::Put(e)
-                        }
-                        None => Op::Remove,
+            .and_compute_with(|current| {
+                let fingerprint = match current.as_ref().map(|e| &e.value().record) {
+                    Some(Record::InProgress {
+                        owner: o,
+                        fingerprint,
+                    }) if *o == owner => Some(*fingerprint),
+                    None if or_absent => None,
+                    _ => return Op::Nop,
+                };
+                done = true;
+                match next(fingerprint) {
+                    Some(e) => {
+                        usage.add(&e);
+                        Op::Put(e)
                     }
+                    None if current.is_some() => Op::Remove,
+                    None => Op::Nop,
                 }
-                _ => Op::Nop,
             });
-        if let Some(e) = added {
-            self.put(&e);
-        }
         done
-    }
-
-    fn fingerprint_of_claim(&self, id: &RecordId, owner: OwnerToken) -> Option<Fingerprint> {
-        match self.inner.cache.get(id)?.record {
-            Record::InProgress {
-                fingerprint,
-                owner: o,
-            } if o == owner => Some(fingerprint),
-            _ => None,
-        }
     }
 }
 
@@ -285,39 +299,29 @@ impl Store for MemoryStore {
         owner: OwnerToken,
         lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let renewed = match self.fingerprint_of_claim(id, owner) {
-            Some(fingerprint) => self.if_owner(
-                id,
-                owner,
-                Some((Record::InProgress { fingerprint, owner }, lease)),
-            ),
-            None => false,
-        };
-        ready(Ok(renewed))
+        ready(Ok(self.if_owner(id, owner, false, |fingerprint| {
+            fingerprint
+                .map(|fingerprint| Entry::new(Record::InProgress { fingerprint, owner }, lease))
+        })))
     }
 
     fn complete(
         &self,
         id: &RecordId,
         owner: OwnerToken,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let done = match self.fingerprint_of_claim(id, owner) {
-            Some(fingerprint) => self.if_owner(
-                id,
-                owner,
-                Some((
-                    Record::Completed {
-                        fingerprint,
-                        response,
-                    },
-                    ttl,
-                )),
-            ),
-            None => false,
-        };
-        ready(Ok(done))
+        ready(Ok(self.if_owner(id, owner, true, |_| {
+            Some(Entry::new(
+                Record::Completed {
+                    fingerprint,
+                    response,
+                },
+                ttl,
+            ))
+        })))
     }
 
     fn release(
@@ -325,7 +329,7 @@ impl Store for MemoryStore {
         id: &RecordId,
         owner: OwnerToken,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        ready(Ok(self.if_owner(id, owner, None)))
+        ready(Ok(self.if_owner(id, owner, false, |_| None)))
     }
 
     fn get(
@@ -389,6 +393,30 @@ mod tests {
         assert_eq!(store.entry_count(), 1000);
     }
 
+    /// Re-claiming a record that expired but is still in moka's map (before
+    /// housekeeping) replaces it: the counters must not drift, or the store
+    /// would creep to a permanent "full".
+    #[test]
+    fn counters_stay_exact_when_expired_records_are_replaced() {
+        let store = MemoryStore::builder().max_entries(10).build();
+        let fp = Fingerprint::of_bytes(b"x");
+        for round in 0..30 {
+            let owner = OwnerToken::generate();
+            let claim = store
+                .claim_now(&id(0), fp, owner, Duration::from_millis(5))
+                .unwrap();
+            assert_eq!(claim, Claim::Acquired, "round {round}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // moka's expiry timer wheel has about one second of resolution:
+        // housekeeping removes expired records once their bucket is due.
+        std::thread::sleep(Duration::from_millis(2500));
+        store.inner.cache.run_pending_tasks();
+        assert_eq!(store.entry_count(), 0);
+        assert_eq!(store.weighted_size(), 0);
+        assert!(store.has_room());
+    }
+
     #[test]
     fn byte_bound_refuses_claims() {
         let store = MemoryStore::builder().max_bytes(10_000).build();
@@ -400,17 +428,13 @@ mod tests {
             Claim::Acquired
         );
         let big = Arc::new(StoredResponse::new(200, vec![0u8; 9_900]));
-        assert!(store.if_owner(
-            &id(0),
-            owner,
-            Some((
-                Record::Completed {
-                    fingerprint: fp,
-                    response: big
-                },
-                lease
-            ))
-        ));
+        assert!(store.if_owner(&id(0), owner, false, |_| Some(Entry::new(
+            Record::Completed {
+                fingerprint: fp,
+                response: big
+            },
+            lease
+        ))));
         assert!(store.weighted_size() > 9_900);
         assert!(matches!(
             store.claim_now(&id(1), fp, OwnerToken::generate(), lease),

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`claim`](Store::claim) | atomically: create an in-progress record owned by the caller, or return the record that exists |
 //! | [`renew`](Store::renew) | extend the lease of a claim, only for its owner |
-//! | [`complete`](Store::complete) | replace the claim by the response, only for its owner (fencing) |
+//! | [`complete`](Store::complete) | replace the claim by the response, only for its owner or where no record is left (fencing) |
 //! | [`release`](Store::release) | delete the claim, only for its owner, so a retry may run again |
 //! | [`get`](Store::get) / [`delete`](Store::delete) | read or remove any record (operators, support cases) |
 
@@ -90,13 +90,17 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Replaces `owner`'s claim with the completed response, kept for `ttl`.
-    /// `Ok(false)`: the claim is no longer `owner`'s and nothing was written.
+    /// Replaces `owner`'s claim with the completed response (of a request with
+    /// this fingerprint), kept for `ttl`. Also writes when there is no record
+    /// at all: the lease ran out and nobody took over, and the response of a
+    /// handler that did run is better kept. `Ok(false)`: another owner's claim
+    /// or a completed record is there, and nothing was written (fencing).
     #[must_use]
     fn complete(
         &self,
         id: &RecordId,
         owner: OwnerToken,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -140,6 +144,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         id: &'a RecordId,
         owner: OwnerToken,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> BoxFut<'a, bool>;
@@ -170,10 +175,11 @@ impl<S: Store> DynStore for S {
         &'a self,
         id: &'a RecordId,
         owner: OwnerToken,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> BoxFut<'a, bool> {
-        Box::pin(Store::complete(self, id, owner, response, ttl))
+        Box::pin(Store::complete(self, id, owner, fingerprint, response, ttl))
     }
     fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool> {
         Box::pin(Store::release(self, id, owner))

@@ -23,7 +23,7 @@ async fn payout(Json(n): Json<u64>) -> Json<u64> {
     Json(n)
 }
 
-#[idempotent(principal = "Authorization", cache = "non_server_error", on_conflict = "reject", ttl = "90s", lease = "500ms")]
+#[idempotent(principal = "Authorization", cache = "non_server_error", on_conflict = "reject", ttl = "90s", lease = "1s")]
 async fn by_header(Json(n): Json<u64>) -> Json<u64> {
     Json(n)
 }
