@@ -98,6 +98,96 @@ where
     }
 }
 
+/// Makes every request under it idempotent with one set of options: the same
+/// life cycle as `#[idempotent]`, for handlers without the attribute (a whole
+/// router, a nested group of routes).
+///
+/// It uses the store of an [`IdempotencyLayer`] outside it, or the default one.
+/// Prefer `route_layer`, so that unmatched paths answer 404 without a key.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idempotent_runtime::axum::{IdempotencyLayer, IdempotentRoutesLayer};
+/// use idempotent_runtime::{HandlerConfig, Idempotency};
+/// use idempotent_runtime::store::memory::MemoryStore;
+///
+/// static TRANSFERS: HandlerConfig = HandlerConfig::new("transfers");
+///
+/// async fn create_transfer(body: String) -> String { body }
+///
+/// let app: Router = Router::new()
+///     .route("/transfers", post(create_transfer))
+///     .route_layer(IdempotentRoutesLayer::new(&TRANSFERS))
+///     .layer(IdempotencyLayer::new(Idempotency::new(MemoryStore::default())));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct IdempotentRoutesLayer {
+    config: &'static HandlerConfig,
+}
+
+impl IdempotentRoutesLayer {
+    /// A layer applying `config` to every request under it.
+    pub fn new(config: &'static HandlerConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for IdempotentRoutesLayer {
+    type Service = IdempotentRoutes<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotentRoutes {
+            inner,
+            config: self.config,
+        }
+    }
+}
+
+/// The service of [`IdempotentRoutesLayer`].
+#[derive(Clone, Debug)]
+pub struct IdempotentRoutes<S> {
+    inner: S,
+    config: &'static HandlerConfig,
+}
+
+impl<S> tower_service::Service<Request> for IdempotentRoutes<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The service that was polled ready handles this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config;
+        Box::pin(async move {
+            let (ctx, req) = match prepare(config, req).await {
+                Ok(prepared) => prepared,
+                Err(rejection) => return Ok(rejection),
+            };
+            let handler = inner.call(req);
+            Ok(execute(ctx, async move {
+                match handler.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
+            .await)
+        })
+    }
+}
+
 impl HeaderLookup for HeaderMap {
     fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
         let mut values = self.get_all(name).iter();

@@ -171,6 +171,15 @@ pub fn app_with_layer(idempotency: Idempotency) -> Router {
         .route("/outside", post(default_route))
 }
 
+/// A plain handler, made idempotent by `IdempotentRoutesLayer` rather than the
+/// attribute.
+async fn layered(Json(input): Json<Input>) -> Response {
+    respond(behave(input).await)
+}
+
+static LAYERED: idempotent_runtime::HandlerConfig =
+    idempotent_runtime::HandlerConfig::new("layered");
+
 fn router() -> Router {
     Router::new()
         .route("/default", post(default_route))
@@ -191,6 +200,12 @@ fn router() -> Router {
         .nest(
             "/accounts/{account}",
             Router::new().route("/pay", post(account_pay)),
+        )
+        .nest(
+            "/layered",
+            Router::new().route("/pay", post(layered)).route_layer(
+                idempotent_runtime::axum::IdempotentRoutesLayer::new(&LAYERED),
+            ),
         )
         .with_state("things")
 }

@@ -920,3 +920,50 @@ pub async fn repeated_key_header_is_400(env: &Env) {
     p.assert_problem(400, "missing-principal");
     assert_eq!(executions(&tag), 0);
 }
+
+/// The life cycle as middleware over plain handlers (`/layered/pay` has no
+/// attribute): the same replay, 409, 422 and 400 as the macro.
+pub async fn middleware_makes_plain_handlers_idempotent(env: &Env) {
+    let (tag, key) = (unique("t"), unique("k"));
+    let first = env
+        .post("/layered/pay")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    assert_eq!(first.status, 201);
+    let again = env
+        .post("/layered/pay")
+        .key(&key)
+        .json(input(&tag))
+        .send()
+        .await;
+    assert!(again.replayed());
+    assert_eq!(again.body, first.body);
+    env.post("/layered/pay")
+        .key(&key)
+        .json(json!({"tag": tag, "status": 200}))
+        .send()
+        .await
+        .assert_problem(422, "key-reused");
+    env.post("/layered/pay")
+        .json(input(&tag))
+        .send()
+        .await
+        .assert_problem(400, "missing-key");
+    let slow_key = unique("k");
+    let slow = json!({"tag": tag, "delay_ms": 600});
+    let running = {
+        let req = env.post("/layered/pay").key(&slow_key).json(slow.clone());
+        tokio::spawn(async move { req.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    env.post("/layered/pay")
+        .key(&slow_key)
+        .json(slow)
+        .send()
+        .await
+        .assert_problem(409, "request-in-progress");
+    assert_eq!(running.await.unwrap().status, 201);
+    assert_eq!(executions(&tag), 2);
+}

@@ -299,7 +299,8 @@ macro_rules! conformance_suite {
             store_full_is_503,
             extractor_shapes_work,
             nested_routes_fingerprint_the_full_path,
-            repeated_key_header_is_400
+            repeated_key_header_is_400,
+            middleware_makes_plain_handlers_idempotent
         );
     };
     (@cases $adapter:ty, $store:ty; $($case:ident),* $(,)?) => {
