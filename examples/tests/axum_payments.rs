@@ -75,10 +75,11 @@ async fn readme_session() {
     assert_eq!(retry.body, first.body);
 
     let slow = json!({"amount": 500, "currency": "EUR", "delay_ms": 1500});
-    let running = {
-        let req = api.post("/payments").key("order-2").json(slow.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let running = api
+        .post("/payments")
+        .key("order-2")
+        .json(slow.clone())
+        .spawn();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dup = api.post("/payments").key("order-2").json(slow).send().await;
     dup.assert_problem(409, "request-in-progress");

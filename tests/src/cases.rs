@@ -140,10 +140,7 @@ pub async fn different_payload_is_422(env: &Env) {
     // Also while the first is still in progress.
     let key2 = unique("k");
     let slow = json!({"tag": tag, "delay_ms": 800});
-    let first = {
-        let req = env.post("/default").key(&key2).json(slow);
-        tokio::spawn(async move { req.send().await })
-    };
+    let first = env.post("/default").key(&key2).json(slow).spawn();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = env
         .post("/default")
@@ -180,10 +177,7 @@ pub async fn different_query_is_422(env: &Env) {
 pub async fn duplicate_in_flight_is_409_with_retry_after(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "delay_ms": 800});
-    let first = {
-        let req = env.post("/default").key(&key).json(body.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let first = env.post("/default").key(&key).json(body.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let dup = env
         .post("/default")
@@ -252,10 +246,7 @@ async fn futures_join_all<F: std::future::Future<Output = crate::Resp> + Send + 
 pub async fn wait_mode_replays_after_first_finishes(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "delay_ms": 700});
-    let first = {
-        let req = env.post("/wait").key(&key).json(body.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let first = env.post("/wait").key(&key).json(body.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let waiters: Vec<_> = (0..20)
         .map(|_| {
@@ -277,10 +268,7 @@ pub async fn wait_mode_replays_after_first_finishes(env: &Env) {
 pub async fn wait_mode_gives_409_when_wait_runs_out(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "delay_ms": 2000});
-    let first = {
-        let req = env.post("/wait-short").key(&key).json(body.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let first = env.post("/wait-short").key(&key).json(body.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let dup = env.post("/wait-short").key(&key).json(body).send().await;
     dup.assert_problem(409, "request-in-progress");
@@ -665,10 +653,7 @@ pub async fn panic_releases_claim_and_server_keeps_serving(env: &Env) {
 pub async fn lease_is_renewed_while_handler_runs(env: &Env) {
     let (tag, key) = (unique("t"), unique("k"));
     let body = json!({"tag": tag, "delay_ms": 2500});
-    let first = {
-        let req = env.post("/lease").key(&key).json(body.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let first = env.post("/lease").key(&key).json(body.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let dup = env.post("/lease").key(&key).json(body.clone()).send().await;
     dup.assert_problem(409, "request-in-progress");
@@ -953,10 +938,11 @@ pub async fn middleware_makes_plain_handlers_idempotent(env: &Env) {
         .assert_problem(400, "missing-key");
     let slow_key = unique("k");
     let slow = json!({"tag": tag, "delay_ms": 600});
-    let running = {
-        let req = env.post("/layered/pay").key(&slow_key).json(slow.clone());
-        tokio::spawn(async move { req.send().await })
-    };
+    let running = env
+        .post("/layered/pay")
+        .key(&slow_key)
+        .json(slow.clone())
+        .spawn();
     tokio::time::sleep(Duration::from_millis(150)).await;
     env.post("/layered/pay")
         .key(&slow_key)

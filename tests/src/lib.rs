@@ -163,6 +163,12 @@ impl Req {
         self
     }
 
+    /// Sends it in the background (for requests that must be in flight while
+    /// others are sent).
+    pub fn spawn(self) -> tokio::task::JoinHandle<Resp> {
+        tokio::spawn(self.send())
+    }
+
     /// Sends it and reads the whole answer.
     pub async fn send(self) -> Resp {
         let uri = format!("http://{}{}", self.addr, self.path);
