@@ -39,7 +39,14 @@ pub(crate) fn check_item(f: &ItemFn) -> Vec<syn::Error> {
     errors
 }
 
-pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
+/// Which framework's handler to generate.
+#[derive(Clone, Copy)]
+pub(crate) enum Framework {
+    Axum,
+    Actix,
+}
+
+pub(crate) fn expand(f: ItemFn, opts: Options, framework: Framework) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -70,72 +77,35 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
     let mut inner_sig = sig.clone();
     inner_sig.ident = inner_name.clone();
 
-    let typed: Vec<_> = sig
+    let types: Vec<_> = sig
         .inputs
         .iter()
         .filter_map(|a| match a {
-            FnArg::Typed(t) => Some(t),
+            FnArg::Typed(t) => Some(&*t.ty),
             FnArg::Receiver(_) => None,
         })
         .collect();
-    let extract = syn::Ident::new("__idempotent_extract", Span::mixed_site());
-    let last = syn::Ident::new("__idempotent_last", Span::mixed_site());
-    let ctx = syn::Ident::new("__idempotent_ctx", Span::mixed_site());
-    let mut outer_args = Vec::new();
-    let mut call_args = Vec::new();
-    let (leading, last_ty) = match typed.split_last() {
-        Some((l, rest)) => (rest.to_vec(), Some(&l.ty)),
-        None => (Vec::new(), None),
-    };
-    for (i, t) in leading.iter().enumerate() {
-        let ident = syn::Ident::new(&format!("__idempotent_arg{i}"), Span::mixed_site());
-        let ty = &t.ty;
-        outer_args.push(quote! { #ident: #ty });
-        call_args.push(ident.into_token_stream());
-    }
-    let last_ty_tokens = match last_ty {
-        Some(ty) => {
-            call_args.push(last.to_token_stream());
-            ty.to_token_stream()
-        }
-        None => quote! { () },
-    };
-    let last_span = last_ty.map_or_else(|| sig.ident.span(), |t| t.span());
-    outer_args.push(quote_spanned! {last_span=>
-        #extract: ::idempotent_runtime::__private::axum::Extract<#spec, #last_ty_tokens>
-    });
-    let last_binding = if last_ty.is_some() {
-        quote! { #last }
-    } else {
-        quote! { () }
-    };
-
     let ret_span = match &sig.output {
         ReturnType::Default => sig.paren_token.span.join(),
         ReturnType::Type(_, ty) => ty.span(),
     };
-    let handler = if call_args.is_empty() {
-        quote! { #inner_name }
-    } else {
-        quote! { move || #inner_name(#(#call_args),*) }
-    };
-    let run = quote_spanned! {ret_span=>
-        ::idempotent_runtime::__private::axum::run(#ctx, #handler).await
+    let (outer_args, outer_ret, call) = match framework {
+        Framework::Axum => axum_call(&spec, &inner_name, &types, ret_span, sig.ident.span()),
+        Framework::Actix => actix_call(&spec, &inner_name, &types, ret_span),
     };
     let fn_token = &sig.fn_token;
     let asyncness = &sig.asyncness;
 
     quote! {
         #(#outer_attrs)*
-        #vis #asyncness #fn_token #name(#(#outer_args),*) -> ::idempotent_runtime::__private::axum::Response {
+        #vis #asyncness #fn_token #name(#outer_args) -> #outer_ret {
             #(#inner_attrs)*
             #inner_sig {
                 #(#inner_style)*
                 #(#stmts)*
             }
 
-            let (#ctx, #last_binding) = ::idempotent_runtime::__private::axum::Extract::into_parts(#extract);
-            #run
+            #call
         }
 
         #[doc(hidden)]
@@ -149,9 +119,94 @@ pub(crate) fn expand(f: ItemFn, opts: Options) -> TokenStream {
                 &CONFIG
             }
         }
-
-        ::idempotent_runtime::__private::require_axum_feature! {}
     }
+}
+
+/// axum: leading extractors unchanged, the last one (or `()`) wrapped in
+/// `Extract`, which reads the key and buffers the body before running it.
+fn axum_call(
+    spec: &syn::Ident,
+    inner_name: &syn::Ident,
+    types: &[&syn::Type],
+    ret_span: Span,
+    name_span: Span,
+) -> (TokenStream, TokenStream, TokenStream) {
+    let extract = syn::Ident::new("__idempotent_extract", Span::mixed_site());
+    let last = syn::Ident::new("__idempotent_last", Span::mixed_site());
+    let ctx = syn::Ident::new("__idempotent_ctx", Span::mixed_site());
+    let mut outer_args = Vec::new();
+    let mut call_args = Vec::new();
+    let (leading, last_ty) = match types.split_last() {
+        Some((l, rest)) => (rest, Some(*l)),
+        None => (types, None),
+    };
+    for (i, ty) in leading.iter().enumerate() {
+        let ident = syn::Ident::new(&format!("__idempotent_arg{i}"), Span::mixed_site());
+        outer_args.push(quote! { #ident: #ty });
+        call_args.push(ident.into_token_stream());
+    }
+    let last_ty_tokens = match last_ty {
+        Some(ty) => {
+            call_args.push(last.to_token_stream());
+            ty.to_token_stream()
+        }
+        None => quote! { () },
+    };
+    let last_span = last_ty.map_or(name_span, |t| t.span());
+    outer_args.push(quote_spanned! {last_span=>
+        #extract: ::idempotent_runtime::__private::axum::Extract<#spec, #last_ty_tokens>
+    });
+    let last_binding = if last_ty.is_some() {
+        quote! { #last }
+    } else {
+        quote! { () }
+    };
+    let handler = if call_args.is_empty() {
+        quote! { #inner_name }
+    } else {
+        quote! { move || #inner_name(#(#call_args),*) }
+    };
+    let call = quote_spanned! {ret_span=>
+        let (#ctx, #last_binding) = ::idempotent_runtime::__private::axum::Extract::into_parts(#extract);
+        ::idempotent_runtime::__private::axum::run(#ctx, #handler).await
+    };
+    (
+        quote! { #(#outer_args),* },
+        quote! { ::idempotent_runtime::__private::axum::Response },
+        call,
+    )
+}
+
+/// actix-web: the handler takes the request and the payload; the runtime
+/// reads the key, buffers the body, then runs the user's extractors (as one
+/// tuple, in order, over the buffered body) and the handler.
+fn actix_call(
+    spec: &syn::Ident,
+    inner_name: &syn::Ident,
+    types: &[&syn::Type],
+    ret_span: Span,
+) -> (TokenStream, TokenStream, TokenStream) {
+    let req = syn::Ident::new("__idempotent_req", Span::mixed_site());
+    let payload = syn::Ident::new("__idempotent_payload", Span::mixed_site());
+    let args: Vec<_> = (0..types.len())
+        .map(|i| syn::Ident::new(&format!("__idempotent_arg{i}"), Span::mixed_site()))
+        .collect();
+    let call = quote_spanned! {ret_span=>
+        ::idempotent_runtime::__private::actix::run::<#spec, (#(#types,)*), _, _, _>(
+            #req,
+            #payload,
+            move |(#(#args,)*)| #inner_name(#(#args),*),
+        )
+        .await
+    };
+    (
+        quote! {
+            #req: ::idempotent_runtime::__private::actix::HttpRequest,
+            #payload: ::idempotent_runtime::__private::actix::Payload
+        },
+        quote! { ::idempotent_runtime::__private::actix::HttpResponse },
+        call,
+    )
 }
 
 fn config_tokens(opts: &Options, fn_name: &str) -> TokenStream {
@@ -200,7 +255,7 @@ mod tests {
         let opts = crate::valid::validate(crate::args::Args::default())
             .ok()
             .unwrap();
-        expand(f, opts).to_string()
+        expand(f, opts, Framework::Axum).to_string()
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! use axum::{routing::post, Json, Router};
 //! use idempotent_runtime::axum::IdempotencyLayer;
 //! use idempotent_runtime::store::memory::MemoryStore;
-//! use idempotent_runtime::{idempotent, Idempotency};
+//! use idempotent_runtime::axum::idempotent;
+//! use idempotent_runtime::Idempotency;
 //!
 //! #[idempotent(scope = "orders")]
 //! async fn create_order(Json(order): Json<serde_json::Value>) -> Json<serde_json::Value> {
@@ -37,9 +38,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
+
 use crate::lifecycle::{replayable_header, Begin, ResponsePolicy};
 use crate::problem::{self, Problem};
 use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
+/// `#[idempotent]` for axum handlers.
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use idempotent_macros::idempotent_axum as idempotent;
 
 /// Installs an [`Idempotency`] (store and limits) for the `#[idempotent]`
 /// handlers below it. Without it, handlers use a process-wide memory store.
@@ -251,13 +257,10 @@ async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, R
     let (parts, body) = req.into_parts();
     let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
     let uri = original_uri(&parts).clone();
+    // `?` with nothing after it is no query, as on actix.
+    let query = uri.query().filter(|q| !q.is_empty());
     let id = {
-        let head = RequestHead::new(
-            parts.method.as_str(),
-            uri.path(),
-            uri.query(),
-            &parts.headers,
-        );
+        let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
         idempotency
             .identify(config, &head)
             .map_err(IntoResponse::into_response)?
@@ -292,8 +295,7 @@ async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, R
             .into_response())
         }
     };
-    let fingerprint =
-        Fingerprint::of_request(parts.method.as_str(), uri.path(), uri.query(), &bytes);
+    let fingerprint = Fingerprint::of_request(parts.method.as_str(), uri.path(), query, &bytes);
     let ctx = Ctx {
         idempotency,
         config,
@@ -449,12 +451,6 @@ pub mod __private {
     pub use super::Ctx;
     pub use axum::response::Response;
 
-    /// Per-handler options, implemented by the macro on a unit struct.
-    pub trait HandlerSpec {
-        /// The options.
-        fn config() -> &'static HandlerConfig;
-    }
-
     /// Wraps the handler's last extractor `E` (a body extractor such as `Json`,
     /// or any parts extractor, or `()`): reads the key, buffers the body for
     /// the fingerprint, then runs `E` on the buffered request. `E`'s rejection
@@ -480,7 +476,7 @@ pub mod __private {
     impl<S, C, E, M> FromRequest<S, (Wrapped, M)> for Extract<C, E>
     where
         S: Send + Sync,
-        C: HandlerSpec,
+        C: crate::__private::HandlerSpec,
         E: FromRequest<S, M>,
     {
         type Rejection = Response;

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use axum::{http::StatusCode, Json};
-//! use idempotent_runtime::idempotent;
+//! use idempotent_runtime::axum::idempotent;
 //! # #[derive(serde::Deserialize)] struct NewPayment { amount: u64 }
 //!
 //! #[idempotent(header = "Idempotency-Key", ttl = "24h", scope = "payments")]
@@ -29,15 +29,18 @@
 //! Errors are RFC 9457 problem details; see [`problem`] for every type.
 //!
 //! # Crate layout
-//! - [`idempotent`]: the attribute (feature `macros`, on by default).
-//! - [`axum`]: the axum adapter (feature `axum`).
+//! - `idempotent`: the attribute (feature `macros`, on by default), as
+//!   `idempotent_runtime::axum::idempotent` or `idempotent_runtime::actix::idempotent`;
+//!   `idempotent_runtime::idempotent` is whichever one framework feature is on.
+//! - [`axum`]: the axum 0.8 adapter (feature `axum`).
+//! - [`actix`]: the actix-web 4 adapter (feature `actix`).
 //! - [`store`]: the [`Store`](store::Store) contract and the
 //!   [`MemoryStore`](store::memory::MemoryStore) (feature `memory`, on by default).
 //! - [`Idempotency`]: the runtime handle; its [`run`](Idempotency::run) method is
 //!   the plain API for idempotency without the attribute.
 #![warn(missing_docs)]
 // Request parsing helpers are used by the adapters only.
-#![cfg_attr(not(feature = "axum"), allow(dead_code))]
+#![cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
 
 mod config;
 mod fingerprint;
@@ -47,6 +50,8 @@ pub mod problem;
 mod record;
 pub mod store;
 
+#[cfg(feature = "actix")]
+pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
 
@@ -57,11 +62,26 @@ pub use lifecycle::{Idempotency, IdempotencyBuilder, Outcome};
 pub use problem::Problem;
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 
-/// Makes an axum handler idempotent. See the [crate docs](crate) and the README
-/// for every argument.
-#[cfg(feature = "macros")]
+/// Makes a handler idempotent (see the crate docs).
+#[cfg(all(feature = "macros", feature = "actix", not(feature = "axum")))]
 #[doc(inline)]
-pub use idempotent_macros::idempotent;
+pub use idempotent_macros::idempotent_actix as idempotent;
+/// Both framework features are enabled: import `idempotent_runtime::axum::idempotent`
+/// or `idempotent_runtime::actix::idempotent` instead.
+#[cfg(all(feature = "macros", feature = "axum", feature = "actix"))]
+#[doc(hidden)]
+pub use idempotent_macros::idempotent_ambiguous as idempotent;
+/// Makes a handler idempotent. This is the framework-specific attribute of
+/// the one framework feature enabled: [`axum::idempotent`] with `axum`,
+/// [`actix::idempotent`] with `actix`. With both features (or neither) it is a
+/// compile error that says which path to import.
+#[cfg(all(feature = "macros", feature = "axum", not(feature = "actix")))]
+#[doc(inline)]
+pub use idempotent_macros::idempotent_axum as idempotent;
+/// No framework feature is enabled: enable `axum` or `actix`.
+#[cfg(all(feature = "macros", not(feature = "axum"), not(feature = "actix")))]
+#[doc(hidden)]
+pub use idempotent_macros::idempotent_no_framework as idempotent;
 
 /// What generated code calls. Not public API: no stability promise.
 #[doc(hidden)]
@@ -69,8 +89,11 @@ pub mod __private {
     pub use crate::config::{CachePolicy, HandlerConfig, OnConflict, Principal};
     pub use core::time::Duration;
 
-    #[cfg(feature = "axum")]
-    pub use crate::axum::__private::HandlerSpec;
+    /// Per-handler options, implemented by the macro on a unit struct.
+    pub trait HandlerSpec {
+        /// The options.
+        fn config() -> &'static HandlerConfig;
+    }
 
     /// The axum side of generated handlers.
     #[cfg(feature = "axum")]
@@ -78,20 +101,9 @@ pub mod __private {
         pub use crate::axum::__private::{run, Extract, Response};
     }
 
-    /// Turns a missing `axum` feature into one clear error.
-    #[cfg(not(feature = "axum"))]
-    #[macro_export]
-    #[doc(hidden)]
-    macro_rules! __require_axum_feature {
-        () => {
-            ::core::compile_error!("`#[idempotent]` on an axum handler needs the `axum` feature of idempotent-runtime: idempotent-runtime = { version = \"0.1\", features = [\"axum\"] }");
-        };
+    /// The actix-web side of generated handlers.
+    #[cfg(feature = "actix")]
+    pub mod actix {
+        pub use crate::actix::__private::{run, HttpRequest, HttpResponse, Payload};
     }
-    #[cfg(feature = "axum")]
-    #[macro_export]
-    #[doc(hidden)]
-    macro_rules! __require_axum_feature {
-        () => {};
-    }
-    pub use crate::__require_axum_feature as require_axum_feature;
 }

@@ -9,8 +9,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use idempotent_runtime::axum::IdempotencyLayer;
-use idempotent_runtime::{idempotent, Idempotency};
+use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+use idempotent_runtime::Idempotency;
 
 use crate::behaviour::{behave, tenant, Input, Output};
 use crate::{Adapter, Server};
@@ -153,7 +153,7 @@ async fn account_pay(Path(_account): Path<u32>, Json(input): Json<Input>) -> Res
     missing_docs
 )]
 pub mod public_handlers {
-    use idempotent_runtime::idempotent;
+    use idempotent_runtime::axum::idempotent;
 
     /// A public handler with no arguments.
     #[idempotent(scope = "public")]

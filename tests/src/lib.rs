@@ -5,6 +5,7 @@
 //! Adapters implement [`Adapter`]: they serve the same test app (the routes in
 //! [`behaviour`]) over real HTTP on a loopback port.
 
+pub mod actix_app;
 pub mod axum_app;
 pub mod behaviour;
 pub mod cases;

@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent]
 async fn create<T: Send>(_t: std::marker::PhantomData<T>) -> &'static str {

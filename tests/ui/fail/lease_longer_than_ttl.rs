@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(ttl = "30m", lease = "1h")]
 async fn create() -> &'static str {

@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(ttl = "24h", scope = "payments", ttl = "1h")]
 async fn create() -> &'static str {

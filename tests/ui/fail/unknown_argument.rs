@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(headr = "Idempotency-Key")]
 async fn create() -> &'static str {

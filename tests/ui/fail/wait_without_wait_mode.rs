@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(wait = "10s")]
 async fn create() -> &'static str {

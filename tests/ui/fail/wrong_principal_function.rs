@@ -1,4 +1,4 @@
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 fn account(id: u32) -> String {
     id.to_string()

@@ -1,7 +1,8 @@
 #![deny(warnings)]
 use axum::routing::post;
 use axum::{Json, Router};
-use idempotent_runtime::{idempotent, RequestHead};
+use idempotent_runtime::axum::idempotent;
+use idempotent_runtime::RequestHead;
 
 fn account(head: &RequestHead<'_>) -> Option<String> {
     head.header("x-account").map(str::to_owned)

@@ -3,7 +3,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(scope = "cancel")]
 async fn cancel(State(n): State<u8>, headers: HeaderMap, Query(_q): Query<Vec<(String, String)>>, Path(id): Path<u64>) -> String {

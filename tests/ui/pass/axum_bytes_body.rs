@@ -2,7 +2,7 @@
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(scope = "uploads")]
 async fn upload(body: Bytes) -> Vec<u8> {

@@ -1,7 +1,7 @@
 #![deny(warnings)]
 use axum::routing::post;
 use axum::Router;
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[idempotent(scope = "notes")]
 async fn note(text: String) -> String {

@@ -4,7 +4,7 @@
 
 mod handlers {
     use axum::Json;
-    use idempotent_runtime::idempotent;
+    use idempotent_runtime::axum::idempotent;
 
     /// Creates a refund.
     ///

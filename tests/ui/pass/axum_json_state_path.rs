@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[derive(Clone)]
 struct Db;

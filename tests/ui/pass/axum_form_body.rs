@@ -1,7 +1,7 @@
 #![deny(warnings)]
 use axum::routing::post;
 use axum::{Form, Router};
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 #[derive(serde::Deserialize)]
 struct Order {

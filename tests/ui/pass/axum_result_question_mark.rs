@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use idempotent_runtime::idempotent;
+use idempotent_runtime::axum::idempotent;
 
 struct AppError(String);
 

@@ -1,0 +1,434 @@
+//! The actix-web 4 adapter.
+//!
+//! Handlers marked `#[idempotent]` (this module's [`idempotent`]) work with no
+//! set-up: they use a process-wide memory store. To choose the store or the
+//! limits, give the app an [`Idempotency`] as app data:
+//!
+//! ```
+//! use actix_web::{web, App, HttpResponse, Responder};
+//! use idempotent_runtime::actix::idempotent;
+//! use idempotent_runtime::store::memory::MemoryStore;
+//! use idempotent_runtime::Idempotency;
+//!
+//! #[idempotent(scope = "orders")]
+//! async fn create_order(order: web::Json<serde_json::Value>) -> impl Responder {
+//!     HttpResponse::Created().json(order.into_inner())
+//! }
+//!
+//! let idempotency = Idempotency::new(MemoryStore::default());
+//! let app = App::new()
+//!     .app_data(idempotency.clone())
+//!     .route("/orders", web::post().to(create_order));
+//! ```
+//!
+//! Handlers run on actix's per-worker single-threaded runtimes: their futures
+//! need not be `Send`. Each is spawned on its worker, so it runs to completion
+//! and its response is stored even when the client hangs up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER,
+};
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
+use crate::lifecycle::{handler_failed, replayable_header, Begin, ResponsePolicy};
+use crate::problem::{self, Problem};
+use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
+
+/// `#[idempotent]` for actix-web handlers.
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use idempotent_macros::idempotent_actix as idempotent;
+
+impl HeaderLookup for HeaderMap {
+    fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
+        let mut values = self.get_all(name);
+        let first = values.next().map(HeaderValue::as_bytes);
+        match values.next() {
+            Some(_) => Err(Repeated),
+            None => Ok(first),
+        }
+    }
+}
+
+fn problem_response(p: Problem) -> HttpResponse {
+    let mut b = HttpResponse::build(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    b.insert_header((CONTENT_TYPE, problem::CONTENT_TYPE));
+    if let Some(secs) = p.retry_after {
+        b.insert_header((RETRY_AFTER, secs.to_string()));
+    }
+    b.body(p.to_json())
+}
+
+impl Responder for Problem {
+    type Body = BoxBody;
+
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        problem_response(self)
+    }
+}
+
+fn idempotency_of(req: &HttpRequest) -> Result<Idempotency, Problem> {
+    if let Some(i) = req.app_data::<Idempotency>() {
+        return Ok(i.clone());
+    }
+    if let Some(i) = req.app_data::<actix_web::web::Data<Idempotency>>() {
+        return Ok(Idempotency::clone(i));
+    }
+    #[cfg(feature = "memory")]
+    return Ok(Idempotency::global().clone());
+    #[cfg(not(feature = "memory"))]
+    Err(Problem::new(
+        500,
+        "no-store",
+        "No idempotency store",
+        "no idempotency store is installed: add `.app_data(idempotency)` to the App, or enable the `memory` feature of idempotent-runtime".into(),
+    ))
+}
+
+/// What the life cycle needs once the key is read and the body buffered.
+struct Ctx {
+    idempotency: Idempotency,
+    config: &'static HandlerConfig,
+    ticket: Option<(RecordId, Fingerprint)>,
+}
+
+/// Reads the key (and principal) and, when there is one, the body for the
+/// fingerprint; returns a payload refilled from the buffered body.
+async fn prepare(
+    config: &'static HandlerConfig,
+    req: &HttpRequest,
+    mut payload: Payload,
+) -> Result<(Ctx, Payload), HttpResponse> {
+    let idempotency = idempotency_of(req).map_err(problem_response)?;
+    let query = Some(req.query_string()).filter(|q| !q.is_empty());
+    let head = RequestHead::new(req.method().as_str(), req.path(), query, req.headers());
+    let Some(id) = idempotency
+        .identify(config, &head)
+        .map_err(problem_response)?
+    else {
+        let ctx = Ctx {
+            idempotency,
+            config,
+            ticket: None,
+        };
+        return Ok((ctx, payload));
+    };
+    let limit = idempotency.limits().max_request_body;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(problem_response(Problem::new(
+                400,
+                "request-unreadable",
+                "Request body unreadable",
+                "the request body could not be read".into(),
+            )));
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(problem_response(Problem::new(
+                413,
+                "request-too-large",
+                "Request body too large",
+                format!("the request body is larger than the {limit}-byte limit"),
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = Bytes::from(body);
+    let fingerprint = Fingerprint::of_request(req.method().as_str(), req.path(), query, &body);
+    let ctx = Ctx {
+        idempotency,
+        config,
+        ticket: Some((id, fingerprint)),
+    };
+    Ok((ctx, Payload::from(body)))
+}
+
+/// Runs a handler through the life cycle and answers.
+async fn execute<Fut>(ctx: Ctx, handler: Fut) -> HttpResponse
+where
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let Some((id, fingerprint)) = ctx.ticket else {
+        return handler.await;
+    };
+    match ctx.idempotency.begin(ctx.config, id, fingerprint).await {
+        Begin::Replay(stored) => replay(&stored, ctx.config),
+        Begin::Refuse(p) => problem_response(p),
+        Begin::Run(claimed) => {
+            let policy = claimed.policy();
+            let task = claimed.run(async move { capture(handler.await, policy).await });
+            // Spawned on this worker so that the handler finishes and its
+            // response is stored even when the client goes away.
+            match tokio::task::spawn_local(tracing::Instrument::in_current_span(task)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(p)) => problem_response(p),
+                Err(_cancelled) => problem_response(handler_failed()),
+            }
+        }
+    }
+}
+
+type BodyError = Box<dyn std::error::Error>;
+
+/// Splits a handler's response into what the client gets and what is stored.
+async fn capture(
+    response: HttpResponse,
+    policy: ResponsePolicy,
+) -> (HttpResponse, Option<Arc<StoredResponse>>) {
+    let status = response.status().as_u16();
+    let cache_control = response
+        .headers()
+        .get_all(CACHE_CONTROL)
+        .map(HeaderValue::as_bytes);
+    if !policy.stores(status, cache_control) {
+        return (response, None);
+    }
+    let headers: Vec<(String, Bytes)> = response
+        .headers()
+        .iter()
+        .filter(|(n, _)| replayable_header(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    let (head, mut body) = response.into_parts();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
+            None => break,
+            Some(Ok(chunk)) => {
+                len += chunk.len();
+                chunks.push(chunk);
+                if len > policy.max_body {
+                    // Too large to store: the client still gets all of it,
+                    // the store keeps that the request ran.
+                    let stored = StoredResponse {
+                        status,
+                        headers,
+                        body: None,
+                    };
+                    let rest =
+                        futures_util::stream::poll_fn(move |cx| Pin::new(&mut body).poll_next(cx));
+                    let stream =
+                        futures_util::stream::iter(chunks.into_iter().map(Ok::<_, BodyError>))
+                            .chain(rest);
+                    let live =
+                        head.set_body(BoxBody::new(actix_web::body::BodyStream::new(stream)));
+                    return (live, Some(Arc::new(stored)));
+                }
+            }
+            Some(Err(e)) => {
+                // The body failed half-way, after the handler ran: pass the
+                // failure on, and keep that the request ran.
+                let stored = StoredResponse {
+                    status,
+                    headers,
+                    body: None,
+                };
+                let failed = futures_util::stream::once(async move { Err::<Bytes, BodyError>(e) });
+                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, BodyError>))
+                    .chain(failed);
+                let live = head.set_body(BoxBody::new(actix_web::body::BodyStream::new(stream)));
+                return (live, Some(Arc::new(stored)));
+            }
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(len);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    };
+    let stored = Arc::new(StoredResponse {
+        status,
+        headers,
+        body: Some(bytes.clone()),
+    });
+    (head.set_body(BoxBody::new(bytes)), Some(stored))
+}
+
+fn replay(stored: &StoredResponse, config: &HandlerConfig) -> HttpResponse {
+    let mut b = HttpResponse::build(
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) {
+            b.append_header((n, v));
+        }
+    }
+    if let Ok(n) = HeaderName::from_bytes(config.replay_header.as_bytes()) {
+        b.insert_header((n, HeaderValue::from_static("true")));
+    }
+    b.body(stored.body.clone().unwrap_or_default())
+}
+
+/// Makes every request under it idempotent with one set of options: the same
+/// life cycle as `#[idempotent]`, as middleware for handlers without the
+/// attribute (an `App`, a `Scope`).
+///
+/// ```
+/// use actix_web::{web, App};
+/// use idempotent_runtime::actix::IdempotentRoutes;
+/// use idempotent_runtime::HandlerConfig;
+///
+/// static TRANSFERS: HandlerConfig = HandlerConfig::new("transfers");
+///
+/// async fn create_transfer(body: String) -> String { body }
+///
+/// let app = App::new().service(
+///     web::scope("/transfers")
+///         .wrap(IdempotentRoutes::new(&TRANSFERS))
+///         .route("", web::post().to(create_transfer)),
+/// );
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct IdempotentRoutes {
+    config: &'static HandlerConfig,
+}
+
+impl IdempotentRoutes {
+    /// Middleware applying `config` to every request it wraps.
+    pub fn new(config: &'static HandlerConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for IdempotentRoutes
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = actix_web::Error;
+    type Transform = IdempotentRoutesMiddleware<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(IdempotentRoutesMiddleware {
+            service: Rc::new(service),
+            config: self.config,
+        }))
+    }
+}
+
+/// The service of [`IdempotentRoutes`].
+pub struct IdempotentRoutesMiddleware<S> {
+    service: Rc<S>,
+    config: &'static HandlerConfig,
+}
+
+impl<S, B> Service<ServiceRequest> for IdempotentRoutesMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = self.service.clone();
+        let config = self.config;
+        Box::pin(async move {
+            let (http_req, payload) = req.into_parts();
+            let (ctx, payload) = match prepare(config, &http_req, payload).await {
+                Ok(prepared) => prepared,
+                Err(rejection) => return Ok(ServiceResponse::new(http_req, rejection)),
+            };
+            // The inner service must own the request alone (actix mutates it
+            // through its `Rc`), so it is lent through a slot and handed back
+            // from the inner response.
+            let slot = Rc::new(std::cell::RefCell::new(Some(http_req)));
+            let lent = slot.clone();
+            let response = execute(ctx, async move {
+                let Some(req) = lent.borrow_mut().take() else {
+                    return problem_response(handler_failed());
+                };
+                let (req, response) =
+                    match service.call(ServiceRequest::from_parts(req, payload)).await {
+                        Ok(res) => {
+                            let (req, response) = res.into_parts();
+                            (req, response.map_into_boxed_body())
+                        }
+                        Err(e) => {
+                            let response = e.error_response();
+                            return response;
+                        }
+                    };
+                *lent.borrow_mut() = Some(req);
+                response
+            })
+            .await;
+            let request = slot.borrow_mut().take();
+            match request {
+                Some(req) => Ok(ServiceResponse::new(req, response)),
+                // The request went down with the inner service (it failed or
+                // panicked): answer through an error that renders `response`.
+                None => Err(
+                    actix_web::error::InternalError::from_response("idempotent", response).into(),
+                ),
+            }
+        })
+    }
+}
+
+/// What `#[idempotent]` handlers compile to on actix-web. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use actix_web::web::Payload;
+    pub use actix_web::{HttpRequest, HttpResponse};
+
+    /// Runs the user's extractors `A` (a tuple, in order, over the buffered
+    /// body) and handler through the life cycle.
+    pub async fn run<C, A, F, Fut, R>(
+        req: HttpRequest,
+        payload: Payload,
+        handler: F,
+    ) -> HttpResponse
+    where
+        C: crate::__private::HandlerSpec,
+        A: FromRequest + 'static,
+        F: FnOnce(A) -> Fut + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Responder + 'static,
+    {
+        let (ctx, mut payload) = match prepare(C::config(), &req, payload.into_inner()).await {
+            Ok(prepared) => prepared,
+            Err(rejection) => return rejection,
+        };
+        let args = match A::from_request(&req, &mut payload).await {
+            Ok(args) => args,
+            Err(e) => return e.into().error_response(),
+        };
+        execute(ctx, async move {
+            handler(args).await.respond_to(&req).map_into_boxed_body()
+        })
+        .await
+    }
+}
