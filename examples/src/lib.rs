@@ -140,6 +140,17 @@ pub async fn run_batch(
     results
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: both servers then stop
+/// gracefully, finishing the requests in flight.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
 /// The command line of both servers.
 pub struct Options {
     /// `--listen ADDR`.

@@ -21,9 +21,24 @@
 //!     .route("/orders", web::post().to(create_order));
 //! ```
 //!
+//! Build the `Idempotency` once, outside the `HttpServer::new` factory, and
+//! clone it in: a store built inside the factory would be one per worker, and
+//! duplicates reaching different workers would both run. Once an app builds
+//! its own `Idempotency`, a handler that finds none in its app data answers
+//! 500 `no-store` rather than falling back to the process-wide default.
+//!
 //! Handlers run on actix's per-worker single-threaded runtimes: their futures
-//! need not be `Send`. Each is spawned on its worker, so it runs to completion
-//! and its response is stored even when the client hangs up.
+//! need not be `Send`. Each is spawned on its worker (`spawn_local`), so it
+//! runs to completion and its response is stored even when the client hangs
+//! up; the service must therefore run inside actix's runtime (in tests,
+//! `#[actix_web::test]` or an `actix_web::rt::System`). Blocking work still
+//! belongs in `web::block`: lease renewals run on a thread of their own, but a
+//! blocked worker serves no one else.
+//!
+//! On actix the key (and principal) is read before the handler's extractors
+//! run; on axum, after the extractors that precede the body. A request that
+//! is both missing its key and rejected by an extractor therefore gets 400
+//! `missing-key` on actix and the extractor's rejection on axum.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,15 +102,7 @@ fn idempotency_of(req: &HttpRequest) -> Result<Idempotency, Problem> {
     if let Some(i) = req.app_data::<actix_web::web::Data<Idempotency>>() {
         return Ok(Idempotency::clone(i));
     }
-    #[cfg(feature = "memory")]
-    return Ok(Idempotency::global().clone());
-    #[cfg(not(feature = "memory"))]
-    Err(Problem::new(
-        500,
-        "no-store",
-        "No idempotency store",
-        "no idempotency store is installed: add `.app_data(idempotency)` to the App, or enable the `memory` feature of idempotent-runtime".into(),
-    ))
+    Idempotency::fallback("add `.app_data(idempotency.clone())` to the App (build the `Idempotency` once, outside the `HttpServer::new` factory)")
 }
 
 /// What the life cycle needs once the key is read and the body buffered.
@@ -127,6 +134,21 @@ async fn prepare(
         return Ok((ctx, payload));
     };
     let limit = idempotency.limits().max_request_body;
+    let too_large = || {
+        problem_response(Problem::new(
+            413,
+            "request-too-large",
+            "Request body too large",
+            format!("the request body is larger than the {limit}-byte limit"),
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let Ok(chunk) = chunk else {
@@ -138,12 +160,7 @@ async fn prepare(
             )));
         };
         if body.len() + chunk.len() > limit {
-            return Err(problem_response(Problem::new(
-                413,
-                "request-too-large",
-                "Request body too large",
-                format!("the request body is larger than the {limit}-byte limit"),
-            )));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -285,7 +302,13 @@ fn replay(stored: &StoredResponse, config: &HandlerConfig) -> HttpResponse {
 
 /// Makes every request under it idempotent with one set of options: the same
 /// life cycle as `#[idempotent]`, as middleware for handlers without the
-/// attribute (an `App`, a `Scope`).
+/// attribute (a `Scope` or `Resource`; on an `App`, every request, 404s
+/// included, needs a key).
+///
+/// Middleware sees responses only: an extractor rejection inside it (bad JSON,
+/// say) is stored like any other answer under `cache = "all"`, where the
+/// attribute keeps the key free. Use `CachePolicy::Success` or the attribute
+/// where that matters.
 ///
 /// ```
 /// use actix_web::{web, App};
@@ -360,40 +383,49 @@ where
                 Err(rejection) => return Ok(ServiceResponse::new(http_req, rejection)),
             };
             // The inner service must own the request alone (actix mutates it
-            // through its `Rc`), so it is lent through a slot and handed back
-            // from the inner response.
-            let slot = Rc::new(std::cell::RefCell::new(Some(http_req)));
+            // through its `Rc`), so it is lent through a slot, and handed back
+            // (or the inner service's error) from the inner answer.
+            let slot = Rc::new(std::cell::RefCell::new(Lent::Request(http_req)));
             let lent = slot.clone();
             let response = execute(ctx, async move {
-                let Some(req) = lent.borrow_mut().take() else {
+                let Lent::Request(req) = lent.replace(Lent::Gone) else {
                     return problem_response(handler_failed());
                 };
-                let (req, response) =
-                    match service.call(ServiceRequest::from_parts(req, payload)).await {
-                        Ok(res) => {
-                            let (req, response) = res.into_parts();
-                            (req, response.map_into_boxed_body())
-                        }
-                        Err(e) => {
-                            let response = e.error_response();
-                            return response;
-                        }
-                    };
-                *lent.borrow_mut() = Some(req);
-                response
+                match service.call(ServiceRequest::from_parts(req, payload)).await {
+                    Ok(res) => {
+                        let (req, response) = res.into_parts();
+                        lent.replace(Lent::Request(req));
+                        response.map_into_boxed_body()
+                    }
+                    Err(e) => {
+                        let response = e.error_response();
+                        lent.replace(Lent::Failed(e));
+                        response
+                    }
+                }
             })
             .await;
-            let request = slot.borrow_mut().take();
-            match request {
-                Some(req) => Ok(ServiceResponse::new(req, response)),
-                // The request went down with the inner service (it failed or
-                // panicked): answer through an error that renders `response`.
-                None => Err(
-                    actix_web::error::InternalError::from_response("idempotent", response).into(),
-                ),
+            match slot.replace(Lent::Gone) {
+                Lent::Request(req) => Ok(ServiceResponse::new(req, response)),
+                // The inner service failed: its error goes on unchanged.
+                Lent::Failed(e) => Err(e),
+                // The inner service panicked with the request: answer through
+                // an error that renders the problem.
+                Lent::Gone => Err(actix_web::error::InternalError::from_response(
+                    "idempotent",
+                    response,
+                )
+                .into()),
             }
         })
     }
+}
+
+/// Where the middleware's request is while the inner service has it.
+enum Lent {
+    Request(HttpRequest),
+    Failed(actix_web::Error),
+    Gone,
 }
 
 /// What `#[idempotent]` handlers compile to on actix-web. Not public API.
@@ -424,7 +456,9 @@ pub mod __private {
         };
         let args = match A::from_request(&req, &mut payload).await {
             Ok(args) => args,
-            Err(e) => return e.into().error_response(),
+            // As actix's own handlers answer extractor errors (the error stays
+            // attached for loggers and error handlers).
+            Err(e) => return HttpResponse::from_error(e),
         };
         execute(ctx, async move {
             handler(args).await.respond_to(&req).map_into_boxed_body()

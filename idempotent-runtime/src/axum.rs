@@ -223,22 +223,14 @@ impl IntoResponse for Problem {
     }
 }
 
-fn no_store(detail: &str) -> Problem {
-    Problem::new(500, "no-store", "No idempotency store", detail.into())
-}
-
 fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
     if let Some(i) = req.extensions.get::<Idempotency>() {
         return Ok(i.clone());
     }
     if LAYER_INSTALLED.load(Ordering::Relaxed) {
-        tracing::error!(target: "idempotent", path = req.uri.path(), "an `#[idempotent]` handler is not under the app's IdempotencyLayer; refusing to fall back to the default store");
-        return Err(no_store("this handler is not under the app's `IdempotencyLayer`: `.layer()` applies only to routes added before it, so add the layer after every route"));
+        return Idempotency::fallback(&format!("`{}` is not under the app's `IdempotencyLayer`: `.layer()` applies only to routes added before it, so add the layer after every route", req.uri.path()));
     }
-    #[cfg(feature = "memory")]
-    return Ok(Idempotency::global().clone());
-    #[cfg(not(feature = "memory"))]
-    Err(no_store("no idempotency store is installed: add `IdempotencyLayer` to the router, or enable the `memory` feature of idempotent-runtime"))
+    Idempotency::fallback("add `IdempotencyLayer` to the router")
 }
 
 /// Path and query as the client sent them: inside `Router::nest`, axum strips

@@ -15,6 +15,10 @@ use crate::problem::Problem;
 use crate::store::{Claim, DynStore, Store, StoreError};
 use crate::{Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse};
 
+/// Set once an app builds its own [`Idempotency`]; see
+/// [`IdempotencyBuilder::build`].
+static EXPLICIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How often a waiting duplicate re-reads the record even without a
 /// notification (a claim held by another process, a lease that ran out).
 const WAIT_RECHECK: Duration = Duration::from_millis(500);
@@ -62,7 +66,17 @@ impl IdempotencyBuilder {
     }
 
     /// Builds the runtime.
+    ///
+    /// From then on, an `#[idempotent]` handler that finds no installed
+    /// runtime answers 500 `no-store` instead of quietly using the
+    /// process-wide default: an app that configures its own store must not
+    /// have handlers that bypass it.
     pub fn build(self) -> Idempotency {
+        EXPLICIT.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.build_default()
+    }
+
+    fn build_default(self) -> Idempotency {
         Idempotency {
             inner: Arc::new(Shared {
                 store: self.store,
@@ -120,7 +134,33 @@ impl Idempotency {
     #[cfg(feature = "memory")]
     pub fn global() -> &'static Idempotency {
         static GLOBAL: std::sync::OnceLock<Idempotency> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(|| Idempotency::new(crate::store::memory::MemoryStore::default()))
+        GLOBAL.get_or_init(|| {
+            Idempotency::builder(crate::store::memory::MemoryStore::default()).build_default()
+        })
+    }
+
+    /// The runtime for a handler that found none installed: the process-wide
+    /// default, unless the app built one of its own (then it was meant to be
+    /// installed: fail closed). `how` says how to install one.
+    pub(crate) fn fallback(how: &str) -> Result<Idempotency, Problem> {
+        let missing = |why: &str| {
+            tracing::error!(target: "idempotent", "{why}");
+            Err(Problem::new(
+                500,
+                "no-store",
+                "No idempotency store",
+                why.to_owned(),
+            ))
+        };
+        if EXPLICIT.load(std::sync::atomic::Ordering::Relaxed) {
+            return missing(&format!(
+                "this handler found no installed idempotency store although the app built one: {how}"
+            ));
+        }
+        #[cfg(feature = "memory")]
+        return Ok(Idempotency::global().clone());
+        #[cfg(not(feature = "memory"))]
+        missing(&format!("no idempotency store is installed: {how}, or enable the `memory` feature of idempotent-runtime"))
     }
 
     /// For operators: the record of `key` sent by `principal` under `scope`.
@@ -500,9 +540,9 @@ impl Claimed {
     where
         F: Future<Output = (T, Option<Arc<StoredResponse>>)>,
     {
-        // Renewals run in a task of their own, so a handler that blocks its
-        // thread for a while does not starve them.
-        let renewals = tokio::spawn(renew_while_running(
+        // Renewals run on a thread of their own: a handler that blocks its
+        // worker (actix workers are single-threaded) must not starve them.
+        let renewals = renewal_runtime().spawn(renew_while_running(
             self.idempotency.clone(),
             self.id.clone(),
             self.owner,
@@ -609,6 +649,23 @@ impl Drop for Claimed {
             });
         }
     }
+}
+
+/// A one-thread runtime for lease renewals, apart from the request runtime.
+fn renewal_runtime() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime for lease renewals");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("idempotent-renewals".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("a thread for lease renewals");
+        handle
+    })
 }
 
 /// Renews a claim every `lease / 3` until aborted.

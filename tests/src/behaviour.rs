@@ -39,6 +39,10 @@ pub struct Input {
     /// Sleep this long first.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Block the thread this long first (as a synchronous database call
+    /// would).
+    #[serde(default)]
+    pub block_ms: u64,
     /// Answer a body of this many bytes instead of JSON.
     #[serde(default)]
     pub size: usize,
@@ -62,6 +66,9 @@ pub struct Output {
 
 /// Runs the test behaviour.
 pub async fn behave(input: Input) -> Output {
+    if input.block_ms > 0 {
+        std::thread::sleep(Duration::from_millis(input.block_ms));
+    }
     if input.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(input.delay_ms)).await;
     }

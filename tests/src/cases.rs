@@ -969,3 +969,24 @@ pub async fn middleware_makes_plain_handlers_idempotent(env: &Env) {
     assert_eq!(running.await.unwrap().status, 201);
     assert_eq!(executions(&tag), 2);
 }
+
+/// `lease = "1s"`, and the handler *blocks its thread* for 2.5 s (a
+/// synchronous call): renewals must not depend on that thread (actix workers
+/// are single-threaded), or the claim lapses and a duplicate runs again.
+pub async fn blocking_handler_keeps_its_lease(env: &Env) {
+    let (tag, key) = (unique("t"), unique("k"));
+    let body = json!({"tag": tag, "block_ms": 2500});
+    let first = env.post("/lease").key(&key).json(body.clone()).spawn();
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let dup = env.post("/lease").key(&key).json(body.clone()).send().await;
+    dup.assert_problem(409, "request-in-progress");
+    assert_eq!(first.await.unwrap().status, 201);
+    assert!(env
+        .post("/lease")
+        .key(&key)
+        .json(body)
+        .send()
+        .await
+        .replayed());
+    assert_eq!(executions(&tag), 1);
+}

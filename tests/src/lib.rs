@@ -307,7 +307,8 @@ macro_rules! conformance_suite {
             extractor_shapes_work,
             nested_routes_fingerprint_the_full_path,
             repeated_key_header_is_400,
-            middleware_makes_plain_handlers_idempotent
+            middleware_makes_plain_handlers_idempotent,
+            blocking_handler_keeps_its_lease
         );
     };
     (@cases $adapter:ty, $store:ty; $($case:ident),* $(,)?) => {

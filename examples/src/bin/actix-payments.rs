@@ -10,7 +10,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use idempotent_examples::{failure_body, run_batch, Batch, NewPayment, Options, Payments};
+use idempotent_examples::{
+    failure_body, run_batch, shutdown_signal, Batch, NewPayment, Options, Payments,
+};
 use idempotent_runtime::actix::idempotent;
 use idempotent_runtime::Idempotency;
 
@@ -69,6 +71,9 @@ fn main() {
                 .route("/payments", web::get().to(list_payments))
                 .route("/payments/batch", web::post().to(create_batch))
         })
+        // Graceful on SIGINT as on SIGTERM, like axum-payments (actix's own
+        // handler treats SIGINT as a forced stop).
+        .shutdown_signal(shutdown_signal())
         .bind(&opts.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = server

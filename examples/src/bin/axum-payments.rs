@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use idempotent_examples::{failure_body, run_batch, Batch, NewPayment, Options, Payment, Payments};
+use idempotent_examples::{
+    failure_body, run_batch, shutdown_signal, Batch, NewPayment, Options, Payment, Payments,
+};
 use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
 use idempotent_runtime::Idempotency;
 
@@ -84,19 +86,10 @@ async fn serve(listen: String, idempotency: Idempotency) {
         .unwrap_or(listen);
     println!("listening on {addr}");
     if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(shutdown_signal())
         .await
     {
         eprintln!("server error: {e}");
         std::process::exit(1);
-    }
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }
