@@ -11,7 +11,7 @@ use idempotent_tests::{unique, Env};
 /// processes sharing the installed one).
 #[tokio::test]
 async fn handler_outside_the_layer_fails_closed() {
-    let env = Env::start::<Axum>(Memory::make().await).await;
+    let env = Env::start::<Axum>(Memory::make().await.expect("memory store")).await;
     let tag = unique("t");
     let r = env
         .post("/outside")

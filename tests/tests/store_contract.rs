@@ -3,3 +3,7 @@
 mod memory {
     idempotent_tests::store_contract!(idempotent_tests::stores::Memory);
 }
+
+mod redis {
+    idempotent_tests::store_contract!(idempotent_tests::stores::Redis);
+}

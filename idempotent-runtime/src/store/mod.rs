@@ -22,6 +22,8 @@ use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The answer to [`Store::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]

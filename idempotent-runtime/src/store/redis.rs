@@ -1,0 +1,340 @@
+//! The Redis store: records shared by every process that uses the same Redis.
+//!
+//! Each record is one Redis string at `<prefix>:<scope>:<hex SHA-256 of
+//! principal and key>`, holding the record's binary encoding
+//! ([`Record::encode`]) and expiring with it (`PX`): the lease for a claim,
+//! the TTL for a completed response. Every operation touches exactly that one
+//! key, in one round trip; the ones that must compare the owner first do so in
+//! a Lua script, so the comparison and the write are one atomic step. See
+//! `docs/design/0005-redis-store.md`.
+//!
+//! What is guaranteed, and what is not:
+//! - Exactly one execution per identity while Redis keeps the record, across
+//!   every process sharing the Redis.
+//! - Redis unreachable or slow (past the command timeout): the request gets
+//!   503 and the handler does not run. The connection is re-established by
+//!   itself once Redis is back; no restart of the app is needed.
+//! - A Redis that loses data (restarted without persistence, failover to a
+//!   replica that had not received the write) forgets the records it lost: a
+//!   retry of a forgotten key runs again. Use persistence (AOF) and, with
+//!   replicas, `WAIT`-free failover only if that is acceptable.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::{Claim, Store, StoreError};
+use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
+
+/// Default timeout of every Redis command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+// The byte layout the scripts read (see `record.rs`): format version 1, tag
+// 1 = in progress, 32 bytes of fingerprint, then 16 bytes of owner; 50 bytes.
+const IS_OWNED_BY: &str = r"
+local function owned(v, owner)
+  return v and string.len(v) == 50 and string.byte(v, 1) == 1
+    and string.byte(v, 2) == 1 and string.sub(v, 35, 50) == owner
+end
+";
+
+/// Claim: create the in-progress record unless one exists; else return it.
+const CLAIM: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+return redis.call('GET', KEYS[1])
+";
+
+/// Renew: extend the lease, only for the owner.
+const RENEW: &str = r"
+if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Complete: write the completed record, for the owner or where no record is
+/// left (the lease ran out and nobody took over).
+const COMPLETE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if (not v) or owned(v, ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Release: delete the claim, only for the owner.
+const RELEASE: &str = r"
+if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// A store in Redis, shared by every process that points at the same Redis.
+///
+/// ```no_run
+/// use idempotent_runtime::store::redis::RedisStore;
+/// use idempotent_runtime::Idempotency;
+///
+/// # async fn start() -> Result<(), idempotent_runtime::store::StoreError> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379").prefix("myapp").build().await?;
+/// let idempotency = Idempotency::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    claim: Script,
+    renew: Script,
+    complete: Script,
+    release: Script,
+}
+
+/// Builds a [`RedisStore`].
+#[derive(Debug, Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl RedisStoreBuilder {
+    /// The first part of every key (default `idempotent`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The timeout of every command and connection attempt (default 500 ms).
+    /// Past it, the request gets 503 and the handler does not run.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects. Fails if the URL is invalid or Redis cannot be reached now;
+    /// once built, the store reconnects by itself after Redis restarts.
+    pub async fn build(self) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = tokio::time::timeout(
+            self.timeout * 4,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)?;
+        let script = |body: &str| Script::new(&format!("{IS_OWNED_BY}{body}"));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                claim: Script::new(CLAIM),
+                renew: script(RENEW),
+                complete: script(COMPLETE),
+                release: script(RELEASE),
+            }),
+        })
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisStore {
+    /// A builder for the Redis at `url` (`redis://host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "idempotent".into(),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    /// The Redis key of a record: `<prefix>:<scope>:<hex digest>`.
+    pub fn key_of(&self, id: &RecordId) -> String {
+        format!("{}:{}:{}", self.inner.prefix, id.scope(), id.digest_hex())
+    }
+
+    /// Runs one command with the store's timeout on a clone of the shared,
+    /// multiplexed connection.
+    async fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        match tokio::time::timeout(self.inner.timeout, f(&mut conn)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: Fingerprint,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        let key = self.key_of(id);
+        let record = Record::InProgress { fingerprint, owner }.encode();
+        async move {
+            let existing: Option<Vec<u8>> = self
+                .run(async |c| {
+                    self.inner
+                        .claim
+                        .key(&key)
+                        .arg(record)
+                        .arg(millis(lease))
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            match existing {
+                None => Ok(Claim::Acquired),
+                Some(bytes) => Ok(Claim::Existing(
+                    Record::decode(&bytes).map_err(StoreError::Corrupt)?,
+                )),
+            }
+        }
+    }
+
+    fn renew(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let key = self.key_of(id);
+        async move {
+            let n: i64 = self
+                .run(async |c| {
+                    self.inner
+                        .renew
+                        .key(&key)
+                        .arg(&owner.to_bytes()[..])
+                        .arg(millis(lease))
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            Ok(n == 1)
+        }
+    }
+
+    fn complete(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+        fingerprint: Fingerprint,
+        response: Arc<StoredResponse>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let key = self.key_of(id);
+        let record = Record::Completed {
+            fingerprint,
+            response,
+        }
+        .encode();
+        async move {
+            let n: i64 = self
+                .run(async |c| {
+                    self.inner
+                        .complete
+                        .key(&key)
+                        .arg(&owner.to_bytes()[..])
+                        .arg(record)
+                        .arg(millis(ttl))
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            Ok(n == 1)
+        }
+    }
+
+    fn release(
+        &self,
+        id: &RecordId,
+        owner: OwnerToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let key = self.key_of(id);
+        async move {
+            let n: i64 = self
+                .run(async |c| {
+                    self.inner
+                        .release
+                        .key(&key)
+                        .arg(&owner.to_bytes()[..])
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            Ok(n == 1)
+        }
+    }
+
+    fn get(
+        &self,
+        id: &RecordId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+        let key = self.key_of(id);
+        async move {
+            let bytes: Option<Vec<u8>> = self
+                .run(async |c| redis::cmd("GET").arg(&key).query_async(c).await)
+                .await?;
+            bytes
+                .map(|b| Record::decode(&b).map_err(StoreError::Corrupt))
+                .transpose()
+        }
+    }
+
+    fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let key = self.key_of(id);
+        async move {
+            let n: i64 = self
+                .run(async |c| redis::cmd("DEL").arg(&key).query_async(c).await)
+                .await?;
+            Ok(n == 1)
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,209 @@
+//! Redis faults, through real HTTP on both adapters: Redis gone means 503 and
+//! no execution; Redis back means service back, without restarting the app;
+//! a record that cannot be decoded is a clear error, never a panic.
+
+use std::time::Duration;
+
+use idempotent_runtime::IdempotencyKey;
+use idempotent_runtime::RecordId;
+use idempotent_tests::actix_app::Actix;
+use idempotent_tests::axum_app::Axum;
+use idempotent_tests::behaviour::executions;
+use idempotent_tests::stores::{Redis, StoreFactory};
+use idempotent_tests::{unique, Adapter, AnyStore, Env};
+use serde_json::json;
+
+async fn redis_down_then_back<A: Adapter>() {
+    let Some(store) = Redis::make().await else {
+        return;
+    };
+    let server = store
+        .redis_server()
+        .expect("a server of the test's own")
+        .clone();
+    let env = Env::start::<A>(store).await;
+    let tag = unique("t");
+    assert_eq!(
+        env.post("/default")
+            .key(&unique("k"))
+            .json(json!({"tag": tag}))
+            .send()
+            .await
+            .status,
+        201
+    );
+
+    server.stop();
+    let started = tokio::time::Instant::now();
+    let r = env
+        .post("/default")
+        .key(&unique("k"))
+        .json(json!({"tag": tag}))
+        .send()
+        .await;
+    r.assert_problem(503, "store-unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails fast, not after a hang"
+    );
+    assert_eq!(
+        executions(&tag),
+        1,
+        "the handler did not run without its store"
+    );
+
+    server.restart();
+    let key = unique("k");
+    let mut answer = None;
+    for _ in 0..100 {
+        let r = env
+            .post("/default")
+            .key(&key)
+            .json(json!({"tag": tag}))
+            .send()
+            .await;
+        if r.status != 503 {
+            answer = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = answer.expect("service back within 10 s of Redis coming back");
+    assert_eq!(r.status, 201);
+    assert!(env
+        .post("/default")
+        .key(&key)
+        .json(json!({"tag": tag}))
+        .send()
+        .await
+        .replayed());
+    assert_eq!(executions(&tag), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_then_back_axum() {
+    redis_down_then_back::<Axum>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_then_back_actix() {
+    redis_down_then_back::<Actix>().await;
+}
+
+async fn corrupt_record_is_a_clear_error<A: Adapter>() {
+    let Some(store) = Redis::make().await else {
+        return;
+    };
+    let AnyStore::Redis(redis_store, Some(server)) = &store else {
+        unreachable!()
+    };
+    let key = unique("k");
+    let id = RecordId::new(
+        "default",
+        None,
+        &IdempotencyKey::parse(key.as_bytes()).unwrap(),
+    );
+    let redis_key = redis_store.key_of(&id);
+    assert_eq!(
+        server.raw(&[b"SET", redis_key.as_bytes(), b"\x01\x02garbage"]),
+        b"+OK\r\n"
+    );
+    let env = Env::start::<A>(store.clone()).await;
+    let tag = unique("t");
+    let r = env
+        .post("/default")
+        .key(&key)
+        .json(json!({"tag": tag}))
+        .send()
+        .await;
+    r.assert_problem(500, "record-unreadable");
+    assert_eq!(executions(&tag), 0);
+    // The server is fine; other keys work.
+    assert_eq!(
+        env.post("/default")
+            .key(&unique("k"))
+            .json(json!({"tag": tag}))
+            .send()
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_record_is_a_clear_error_axum() {
+    corrupt_record_is_a_clear_error::<Axum>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_record_is_a_clear_error_actix() {
+    corrupt_record_is_a_clear_error::<Actix>().await;
+}
+
+/// A Redis that hangs (frozen, connections open) hits the command timeout:
+/// 503, handler not run; once it answers again, so does the service.
+async fn redis_hangs_then_recovers<A: Adapter>() {
+    let Some(store) = Redis::make().await else {
+        return;
+    };
+    let server = store
+        .redis_server()
+        .expect("a server of the test's own")
+        .clone();
+    let env = Env::start::<A>(store).await;
+    let tag = unique("t");
+    assert_eq!(
+        env.post("/default")
+            .key(&unique("k"))
+            .json(json!({"tag": tag}))
+            .send()
+            .await
+            .status,
+        201
+    );
+
+    server.pause();
+    let started = tokio::time::Instant::now();
+    let r = env
+        .post("/default")
+        .key(&unique("k"))
+        .json(json!({"tag": tag}))
+        .send()
+        .await;
+    server.resume();
+    r.assert_problem(503, "store-unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the command timeout, not a hang"
+    );
+    assert_eq!(executions(&tag), 1);
+
+    let key = unique("k");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = env
+            .post("/default")
+            .key(&key)
+            .json(json!({"tag": tag}))
+            .send()
+            .await
+            .status;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 201);
+    assert_eq!(executions(&tag), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hangs_then_recovers_axum() {
+    redis_hangs_then_recovers::<Axum>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hangs_then_recovers_actix() {
+    redis_hangs_then_recovers::<Actix>().await;
+}
