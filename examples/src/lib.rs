@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idempotent_runtime::store::memory::MemoryStore;
+use idempotent_runtime::store::redis::RedisStore;
 use idempotent_runtime::{Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,7 @@ pub struct NewPayment {
 }
 
 /// A created payment.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Payment {
     /// `pay_N`.
     pub id: String,
@@ -36,12 +37,33 @@ pub struct Payment {
     pub currency: String,
 }
 
-/// Every payment created, in order.
-#[derive(Clone, Default)]
-pub struct Payments {
-    list: Arc<Mutex<Vec<Payment>>>,
-    next_id: Arc<AtomicU64>,
+/// Every payment created, in order: in this process, or (with
+/// `--store redis`) in the same Redis as the idempotency records, so that
+/// several server processes share one list.
+#[derive(Clone)]
+pub enum Payments {
+    /// In this process.
+    Memory {
+        /// The payments.
+        list: Arc<Mutex<Vec<Payment>>>,
+        /// The last id handed out.
+        next_id: Arc<AtomicU64>,
+    },
+    /// In Redis: a list of JSON payments and an id counter.
+    Redis(redis::aio::ConnectionManager),
 }
+
+impl Default for Payments {
+    fn default() -> Self {
+        Payments::Memory {
+            list: Arc::default(),
+            next_id: Arc::default(),
+        }
+    }
+}
+
+const LIST_KEY: &str = "idempotent-examples:payments";
+const NEXT_ID_KEY: &str = "idempotent-examples:payments:next-id";
 
 impl Payments {
     /// Creates a payment (after `delay_ms`), or fails with 500 if asked to.
@@ -52,22 +74,64 @@ impl Payments {
         if req.fail {
             return Err(500);
         }
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let payment = Payment {
-            id: format!("pay_{n}"),
-            amount: req.amount,
-            currency: req.currency,
-        };
-        self.list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(payment.clone());
-        Ok(payment)
+        match self {
+            Payments::Memory { list, next_id } => {
+                let n = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                let payment = Payment {
+                    id: format!("pay_{n}"),
+                    amount: req.amount,
+                    currency: req.currency,
+                };
+                list.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(payment.clone());
+                Ok(payment)
+            }
+            Payments::Redis(conn) => {
+                let mut conn = conn.clone();
+                let n: u64 = redis::cmd("INCR")
+                    .arg(NEXT_ID_KEY)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|_| 503u16)?;
+                let payment = Payment {
+                    id: format!("pay_{n}"),
+                    amount: req.amount,
+                    currency: req.currency,
+                };
+                let json = serde_json::to_string(&payment).map_err(|_| 500u16)?;
+                let _: i64 = redis::cmd("RPUSH")
+                    .arg(LIST_KEY)
+                    .arg(json)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|_| 503u16)?;
+                Ok(payment)
+            }
+        }
     }
 
     /// Every payment created.
-    pub fn all(&self) -> Vec<Payment> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    pub async fn all(&self) -> Result<Vec<Payment>, u16> {
+        match self {
+            Payments::Memory { list, .. } => {
+                Ok(list.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+            Payments::Redis(conn) => {
+                let mut conn = conn.clone();
+                let items: Vec<String> = redis::cmd("LRANGE")
+                    .arg(LIST_KEY)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|_| 503u16)?;
+                Ok(items
+                    .iter()
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect())
+            }
+        }
     }
 }
 
@@ -189,14 +253,27 @@ impl Options {
         Ok(o)
     }
 
-    /// The runtime for `--store`.
-    pub fn idempotency(&self, program: &str) -> Result<Idempotency, String> {
+    /// The runtime and the payments for `--store`: both in this process, or
+    /// both in the Redis at `--redis-url`.
+    pub async fn backends(&self) -> Result<(Idempotency, Payments), String> {
         match self.store.as_str() {
-            "memory" => Ok(Idempotency::new(MemoryStore::default())),
-            "redis" => Err(format!(
-                "{program} was built without Redis support ({}); use --store memory",
-                self.redis_url
+            "memory" => Ok((
+                Idempotency::new(MemoryStore::default()),
+                Payments::default(),
             )),
+            "redis" => {
+                let store = RedisStore::builder(self.redis_url.as_str())
+                    .prefix("idempotent-examples")
+                    .build()
+                    .await
+                    .map_err(|e| format!("cannot use Redis at {}: {e}", self.redis_url))?;
+                let client =
+                    redis::Client::open(self.redis_url.as_str()).map_err(|e| e.to_string())?;
+                let conn = redis::aio::ConnectionManager::new(client)
+                    .await
+                    .map_err(|e| format!("cannot use Redis at {}: {e}", self.redis_url))?;
+                Ok((Idempotency::new(store), Payments::Redis(conn)))
+            }
             other => Err(format!(
                 "unknown store `{other}`: expected `memory` or `redis`"
             )),

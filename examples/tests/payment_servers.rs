@@ -28,8 +28,13 @@ impl Drop for Running {
 }
 
 fn start(bin: &str) -> Running {
+    start_with(bin, &[])
+}
+
+fn start_with(bin: &str, args: &[&str]) -> Running {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");
@@ -304,13 +309,22 @@ async fn both_stop_cleanly_on_sigterm() {
 }
 
 #[test]
-fn redis_store_is_refused_until_supported() {
+fn unreachable_redis_is_a_clear_startup_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     for bin in SERVERS {
         let out = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--store", "redis"])
+            .args(["--listen", "127.0.0.1:0", "--store", "redis", "--redis-url"])
+            .arg(format!("redis://127.0.0.1:{port}"))
             .output()
             .unwrap();
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("without Redis support"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot use Redis"),
+            "{bin}"
+        );
     }
 }

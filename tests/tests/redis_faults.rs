@@ -207,3 +207,55 @@ async fn redis_hangs_then_recovers_axum() {
 async fn redis_hangs_then_recovers_actix() {
     redis_hangs_then_recovers::<Actix>().await;
 }
+
+/// Redis freezes while a handler runs, so its completion cannot be written
+/// at once. Documented outcome: the client still gets the handler's answer;
+/// the completion is retried in the background while the claim holds the
+/// key (duplicates get 409); once Redis answers, the retry is a replay.
+/// Nothing runs twice, since Redis kept its data.
+async fn redis_freezes_mid_handler<A: Adapter>() {
+    let Some(store) = Redis::make().await else {
+        return;
+    };
+    let server = store
+        .redis_server()
+        .expect("a server of the test's own")
+        .clone();
+    let env = Env::start::<A>(store).await;
+    let (tag, key) = (unique("t"), unique("k"));
+    let body = json!({"tag": tag, "delay_ms": 800});
+    let first = env.post("/default").key(&key).json(body.clone()).spawn();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.pause();
+    let first = first.await.unwrap();
+    server.resume();
+    assert_eq!(first.status, 201, "the client gets the handler's answer");
+    let mut last = None;
+    for _ in 0..200 {
+        let r = env
+            .post("/default")
+            .key(&key)
+            .json(body.clone())
+            .send()
+            .await;
+        if r.status != 409 && r.status != 503 {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = last.expect("the completion lands within 20 s of Redis answering");
+    assert!(r.replayed(), "{} {:?}", r.status, r.body);
+    assert_eq!(r.body, first.body);
+    assert_eq!(executions(&tag), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_freezes_mid_handler_axum() {
+    redis_freezes_mid_handler::<Axum>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_freezes_mid_handler_actix() {
+    redis_freezes_mid_handler::<Actix>().await;
+}

@@ -29,7 +29,13 @@ async fn create_payment(payments: web::Data<Payments>, req: web::Json<NewPayment
 }
 
 async fn list_payments(payments: web::Data<Payments>) -> HttpResponse {
-    HttpResponse::Ok().json(payments.all())
+    match payments.all().await {
+        Ok(all) => HttpResponse::Ok().json(all),
+        Err(s) => HttpResponse::build(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .finish(),
+    }
 }
 
 async fn create_batch(
@@ -45,22 +51,17 @@ async fn create_batch(
 
 fn main() {
     let program = "actix-payments";
-    let (opts, idempotency) = match Options::from_args(program).and_then(|o| {
-        let i = o.idempotency(program)?;
-        Ok((o, i))
-    }) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let opts = Options::from_args(program).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let payments = web::Data::new(Payments::default());
     let result = actix_web::rt::System::new().block_on(async move {
+        let (idempotency, payments) = opts.backends().await.map_err(|e| (2, e))?;
+        let payments = web::Data::new(payments);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(idempotency.clone())
@@ -75,17 +76,20 @@ fn main() {
         // handler treats SIGINT as a forced stop).
         .shutdown_signal(shutdown_signal())
         .bind(&opts.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+        .map_err(|e| (1, format!("cannot listen on {}: {e}", opts.listen)))?;
         let addr = server
             .addrs()
             .first()
             .map(ToString::to_string)
             .unwrap_or(opts.listen.clone());
         println!("listening on {addr}");
-        server.run().await.map_err(|e| format!("server error: {e}"))
+        server
+            .run()
+            .await
+            .map_err(|e| (1, format!("server error: {e}")))
     });
-    if let Err(e) = result {
+    if let Err((code, e)) = result {
         eprintln!("{e}");
-        std::process::exit(1);
+        std::process::exit(code);
     }
 }

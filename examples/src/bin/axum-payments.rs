@@ -31,8 +31,12 @@ async fn create_payment(State(payments): State<Payments>, Json(req): Json<NewPay
     }
 }
 
-async fn list_payments(State(payments): State<Payments>) -> Json<Vec<Payment>> {
-    Json(payments.all())
+async fn list_payments(State(payments): State<Payments>) -> Result<Json<Vec<Payment>>, StatusCode> {
+    payments
+        .all()
+        .await
+        .map(Json)
+        .map_err(|s| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
 async fn create_batch(
@@ -45,16 +49,10 @@ async fn create_batch(
 
 fn main() {
     let program = "axum-payments";
-    let (opts, idempotency) = match Options::from_args(program).and_then(|o| {
-        let i = o.idempotency(program)?;
-        Ok((o, i))
-    }) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let opts = Options::from_args(program).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -63,16 +61,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(serve(opts.listen, idempotency));
+    rt.block_on(async {
+        let (idempotency, payments) = opts.backends().await.unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2);
+        });
+        serve(opts.listen, idempotency, payments).await;
+    });
 }
 
-async fn serve(listen: String, idempotency: Idempotency) {
+async fn serve(listen: String, idempotency: Idempotency, payments: Payments) {
     let app = Router::new()
         .route("/payments", post(create_payment).get(list_payments))
         .route("/payments/batch", post(create_batch))
         .layer(Extension(idempotency.clone()))
         .layer(IdempotencyLayer::new(idempotency))
-        .with_state(Payments::default());
+        .with_state(payments);
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {

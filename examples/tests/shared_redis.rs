@@ -1,0 +1,181 @@
+//! Several example-server processes, axum and actix mixed, sharing one Redis:
+//! exactly one execution per key however the duplicates are spread, and a
+//! process killed mid-handler blocks its key only until its lease ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use idempotent_tests::redis_server::RedisServer;
+use idempotent_tests::Remote;
+use serde_json::json;
+use tokio::sync::Barrier;
+
+const AXUM: &str = env!("CARGO_BIN_EXE_axum-payments");
+const ACTIX: &str = env!("CARGO_BIN_EXE_actix-payments");
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &str, redis: &RedisServer) -> Running {
+    let mut child = Command::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "redis",
+            "--redis-url",
+            redis.url(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .parse()
+        .expect("an address");
+    Running { child, addr }
+}
+
+/// 20 rounds; each sends 200 duplicates of one new key, released together
+/// and spread over three processes (two axum, one actix): exactly one
+/// execution per round, every other answer a 409 or an identical replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_across_processes_execute_once() {
+    const ROUNDS: usize = 20;
+    const DUPLICATES: usize = 200;
+    let Some(redis) = RedisServer::for_test() else {
+        return;
+    };
+    let servers = [
+        start(AXUM, &redis),
+        start(ACTIX, &redis),
+        start(AXUM, &redis),
+    ];
+    let apis: Vec<Remote> = servers.iter().map(|s| Remote::new(s.addr)).collect();
+    for round in 0..ROUNDS {
+        let key = format!("round-{round}");
+        let body = json!({"amount": round, "currency": "EUR", "delay_ms": 50});
+        let barrier = Arc::new(Barrier::new(DUPLICATES));
+        let tasks: Vec<_> = (0..DUPLICATES)
+            .map(|i| {
+                let req = apis[i % apis.len()]
+                    .post("/payments")
+                    .key(&key)
+                    .json(body.clone());
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    req.send().await
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(DUPLICATES);
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        let executed: Vec<_> = answers
+            .iter()
+            .filter(|r| r.status == 201 && !r.replayed())
+            .collect();
+        assert_eq!(
+            executed.len(),
+            1,
+            "round {round}: exactly one execution answered"
+        );
+        let original = executed[0].body.clone();
+        for r in &answers {
+            match r.status {
+                201 => assert_eq!(r.body, original, "round {round}: replays are identical"),
+                409 => r.assert_problem(409, "request-in-progress"),
+                s => panic!("round {round}: unexpected {s}: {:?}", r.body),
+            }
+        }
+    }
+    // Every process sees the same list: one payment per round.
+    for api in &apis {
+        let list = api.get("/payments").send().await.json();
+        assert_eq!(list.as_array().map(Vec::len), Some(ROUNDS));
+    }
+}
+
+/// A process dies (SIGKILL) in the middle of a handler: until its lease
+/// (30 s by default) ends, a retry on another process gets 409; after, the
+/// retry runs, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_process_blocks_its_key_until_the_lease_ends() {
+    let Some(redis) = RedisServer::for_test() else {
+        return;
+    };
+    let mut doomed = start(AXUM, &redis);
+    let survivor = start(ACTIX, &redis);
+    let (a, b) = (Remote::new(doomed.addr), Remote::new(survivor.addr));
+    // The same body throughout (another would be 422): the handler sleeps 3 s
+    // before creating the payment, and the process dies half a second in.
+    let body = json!({"amount": 5, "currency": "EUR", "delay_ms": 3000});
+    let in_flight = a.post("/payments").key("dies").json(body.clone()).spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.child.kill().expect("SIGKILL");
+    let _ = doomed.child.wait();
+    // Its client sees the connection die (the task ends with an error).
+    assert!(in_flight.await.is_err(), "no answer from a killed process");
+
+    let r = b
+        .post("/payments")
+        .key("dies")
+        .json(body.clone())
+        .send()
+        .await;
+    r.assert_problem(409, "request-in-progress");
+
+    // Once the lease ends, the retry runs the handler, exactly once.
+    let started = tokio::time::Instant::now();
+    let answer = loop {
+        let r = b
+            .post("/payments")
+            .key("dies")
+            .json(body.clone())
+            .send()
+            .await;
+        if r.status != 409 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still 409 a minute after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert!(!answer.replayed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(25),
+        "not before the 30 s lease ran out"
+    );
+    assert!(b
+        .post("/payments")
+        .key("dies")
+        .json(body)
+        .send()
+        .await
+        .replayed());
+    let list = b.get("/payments").send().await.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
