@@ -49,19 +49,29 @@ pub struct Idempotency {
 struct Shared {
     store: Box<dyn DynStore>,
     limits: Limits,
-    notify: Box<[Notify]>,
+    notify: Arc<[Notify]>,
+    wait_recheck: Duration,
 }
 
 /// Builds an [`Idempotency`].
 pub struct IdempotencyBuilder {
     store: Box<dyn DynStore>,
     limits: Limits,
+    wait_recheck: Duration,
 }
 
 impl IdempotencyBuilder {
     /// Sets the limits (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// How often a duplicate waiting with `on_conflict = "wait"` re-reads the
+    /// record even without a notification (default 500 ms): the fallback for
+    /// a missed notification or a claim whose owner died.
+    pub fn wait_recheck(mut self, every: Duration) -> Self {
+        self.wait_recheck = every;
         self
     }
 
@@ -77,11 +87,17 @@ impl IdempotencyBuilder {
     }
 
     fn build_default(self) -> Idempotency {
+        let notify: Arc<[Notify]> = (0..NOTIFY_SLOTS).map(|_| Notify::new()).collect();
+        let slots = notify.clone();
+        self.store.subscribe(Arc::new(move |digest: &[u8; 32]| {
+            slots[slot_index(digest)].notify_waiters()
+        }));
         Idempotency {
             inner: Arc::new(Shared {
                 store: self.store,
                 limits: self.limits,
-                notify: (0..NOTIFY_SLOTS).map(|_| Notify::new()).collect(),
+                notify,
+                wait_recheck: self.wait_recheck,
             }),
         }
     }
@@ -121,6 +137,7 @@ impl Idempotency {
         IdempotencyBuilder {
             store: Box::new(store),
             limits: Limits::default(),
+            wait_recheck: WAIT_RECHECK,
         }
     }
 
@@ -282,9 +299,7 @@ impl Idempotency {
     }
 
     fn slot(&self, id: &RecordId) -> &Notify {
-        let d = id.digest();
-        let n = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-        &self.inner.notify[(n % NOTIFY_SLOTS as u64) as usize]
+        &self.inner.notify[slot_index(id.digest())]
     }
 
     /// Reads the key and principal of a request. `Ok(None)`: no key and the
@@ -419,7 +434,7 @@ impl Idempotency {
                     let now = Instant::now();
                     match deadline {
                         Some(deadline) if now < deadline => {
-                            let nap = (deadline - now).min(WAIT_RECHECK);
+                            let nap = (deadline - now).min(self.inner.wait_recheck);
                             let _ = tokio::time::timeout(nap, notified).await;
                         }
                         _ => {
@@ -656,16 +671,30 @@ fn renewal_runtime() -> &'static tokio::runtime::Handle {
     static RT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
-            .expect("a runtime for lease renewals");
+            .expect("a background runtime for idempotent");
         let handle = rt.handle().clone();
         std::thread::Builder::new()
-            .name("idempotent-renewals".into())
+            .name("idempotent-background".into())
             .spawn(move || rt.block_on(std::future::pending::<()>()))
             .expect("a thread for lease renewals");
         handle
     })
+}
+
+/// Which of the notify slots a record's waiters wait on.
+fn slot_index(digest: &[u8; 32]) -> usize {
+    let n = u64::from_le_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]);
+    (n % NOTIFY_SLOTS as u64) as usize
+}
+
+/// The runtime crate's own background runtime (lease renewals, store
+/// subscriptions): independent of the request runtime.
+pub(crate) fn background() -> &'static tokio::runtime::Handle {
+    renewal_runtime()
 }
 
 /// Renews a claim every `lease / 3` until aborted.

@@ -123,7 +123,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the record whatever its state. `Ok(false)`: there was none.
     #[must_use]
     fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Called once by [`Idempotency`](crate::Idempotency) when it is built:
+    /// a store shared between processes calls `on_change` with a record's
+    /// digest ([`RecordId::digest`]) when another process completes or
+    /// releases it, so that duplicates waiting here wake at once. The default
+    /// does nothing (waiters then re-read periodically).
+    fn subscribe(&self, on_change: ChangeListener) {
+        let _ = on_change;
+    }
 }
+
+/// What [`Store::subscribe`] calls with a changed record's digest.
+pub type ChangeListener = Arc<dyn Fn(&[u8; 32]) + Send + Sync>;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -153,6 +165,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool>;
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>>;
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool>;
+    fn subscribe(&self, on_change: ChangeListener);
 }
 
 impl<S: Store> DynStore for S {
@@ -191,5 +204,8 @@ impl<S: Store> DynStore for S {
     }
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool> {
         Box::pin(Store::delete(self, id))
+    }
+    fn subscribe(&self, on_change: ChangeListener) {
+        Store::subscribe(self, on_change);
     }
 }

@@ -64,6 +64,7 @@ const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if (not v) or owned(v, ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
   return 1
 end
 return 0
@@ -73,6 +74,7 @@ return 0
 const RELEASE: &str = r"
 if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
   redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
 end
 return 0
@@ -95,6 +97,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -137,7 +140,7 @@ impl RedisStoreBuilder {
             .set_max_delay(Duration::from_millis(200));
         let conn = tokio::time::timeout(
             self.timeout * 4,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| StoreError::Timeout)?
@@ -145,6 +148,7 @@ impl RedisStoreBuilder {
         let script = |body: &str| Script::new(&format!("{IS_OWNED_BY}{body}"));
         Ok(RedisStore {
             inner: Arc::new(Inner {
+                client,
                 conn,
                 prefix: self.prefix,
                 timeout: self.timeout,
@@ -177,6 +181,12 @@ impl RedisStore {
             prefix: "idempotent".into(),
             timeout: DEFAULT_COMMAND_TIMEOUT,
         }
+    }
+
+    /// The channel on which completions and releases are published:
+    /// `<prefix>:changed`, with the record's digest as the message.
+    pub fn channel(&self) -> String {
+        format!("{}:changed", self.inner.prefix)
     }
 
     /// The Redis key of a record: `<prefix>:<scope>:<hex digest>`.
@@ -261,6 +271,7 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
+        let digest = *id.digest();
         let record = Record::Completed {
             fingerprint,
             response,
@@ -275,6 +286,8 @@ impl Store for RedisStore {
                         .arg(&owner.to_bytes()[..])
                         .arg(record)
                         .arg(millis(ttl))
+                        .arg(self.channel())
+                        .arg(&digest[..])
                         .invoke_async(c)
                         .await
                 })
@@ -289,6 +302,7 @@ impl Store for RedisStore {
         owner: OwnerToken,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
+        let digest = *id.digest();
         async move {
             let n: i64 = self
                 .run(async |c| {
@@ -296,6 +310,8 @@ impl Store for RedisStore {
                         .release
                         .key(&key)
                         .arg(&owner.to_bytes()[..])
+                        .arg(self.channel())
+                        .arg(&digest[..])
                         .invoke_async(c)
                         .await
                 })
@@ -327,6 +343,32 @@ impl Store for RedisStore {
                 .await?;
             Ok(n == 1)
         }
+    }
+
+    /// One subscriber connection for the whole process (per store), on the
+    /// runtime crate's background thread; it reconnects by itself.
+    fn subscribe(&self, on_change: super::ChangeListener) {
+        let client = self.inner.client.clone();
+        let channel = self.channel();
+        crate::lifecycle::background().spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                if let Ok(digest) = <[u8; 32]>::try_from(msg.get_payload_bytes()) {
+                                    on_change(&digest);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(target: "idempotent", error = %e, "Redis subscription failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
 }
 

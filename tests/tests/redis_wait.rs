@@ -1,0 +1,64 @@
+//! `on_conflict = "wait"` across processes: the waiter is woken by the
+//! completion published in Redis, not by polling.
+
+use std::time::Duration;
+
+use idempotent_runtime::store::redis::RedisStore;
+use idempotent_runtime::{
+    Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, OnConflict, StoredResponse,
+};
+use idempotent_tests::redis_server::RedisServer;
+use idempotent_tests::unique;
+
+static WAITING: HandlerConfig =
+    HandlerConfig::new("redis-wait").on_conflict(OnConflict::Wait(Duration::from_secs(50)));
+
+async fn runtime_on(server: &RedisServer, prefix: &str, recheck: Duration) -> Idempotency {
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix)
+        .build()
+        .await
+        .expect("connect");
+    Idempotency::builder(store).wait_recheck(recheck).build()
+}
+
+/// Two runtimes on one Redis stand for two processes. The waiter re-reads
+/// only every 60 s on its own, so answering within 20 s means the published
+/// completion woke it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_in_another_process_is_woken_by_the_completion() {
+    let Some(server) = RedisServer::for_test() else {
+        return;
+    };
+    let prefix = unique("wait");
+    let runner = runtime_on(&server, &prefix, Duration::from_millis(500)).await;
+    let waiter = runtime_on(&server, &prefix, Duration::from_secs(60)).await;
+    // Let the waiter's subscription settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = IdempotencyKey::parse(unique("k").as_bytes()).unwrap();
+    let fp = Fingerprint::of_bytes(b"pay 5");
+    let first = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            runner
+                .run(&WAITING, None, &key, fp, || async {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    StoredResponse::new(201, "paid once")
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        waiter.run(&WAITING, None, &key, fp, || async {
+            StoredResponse::new(201, "paid twice")
+        }),
+    )
+    .await
+    .expect("woken by the notification, long before the 60 s re-read")
+    .expect("an answer");
+    assert!(second.is_replay());
+    assert_eq!(second.response().body.as_deref(), Some(&b"paid once"[..]));
+    assert!(!first.await.unwrap().unwrap().is_replay());
+}
