@@ -259,3 +259,65 @@ async fn redis_freezes_mid_handler_axum() {
 async fn redis_freezes_mid_handler_actix() {
     redis_freezes_mid_handler::<Actix>().await;
 }
+
+/// With the replay cache, a completed record is replayed from this process
+/// even while Redis does not answer (no round trip); a claim is never
+/// cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_cache_serves_completed_records_only() {
+    use idempotent_runtime::store::redis::RedisStore;
+    use idempotent_runtime::store::{Claim, Store};
+    use idempotent_runtime::{Fingerprint, OwnerToken, Record, StoredResponse};
+    use std::sync::Arc;
+
+    let Some(server) = idempotent_tests::redis_server::RedisServer::for_test() else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .prefix(unique("cache"))
+        .replay_cache(100, Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let id = |k: &str| RecordId::new("cache", None, &IdempotencyKey::parse(k.as_bytes()).unwrap());
+    let (done, running) = (id("done"), id("running"));
+    let fp = Fingerprint::of_bytes(b"x");
+    let owner = OwnerToken::generate();
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        store.claim(&done, fp, owner, long).await.unwrap(),
+        Claim::Acquired
+    );
+    assert!(store
+        .complete(
+            &done,
+            owner,
+            fp,
+            Arc::new(StoredResponse::new(201, "ok")),
+            long
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .claim(&running, fp, OwnerToken::generate(), long)
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
+
+    server.pause();
+    let replay = store.claim(&done, fp, OwnerToken::generate(), long).await;
+    let in_progress = store
+        .claim(&running, fp, OwnerToken::generate(), long)
+        .await;
+    server.resume();
+    assert!(
+        matches!(replay, Ok(Claim::Existing(Record::Completed { .. }))),
+        "served from the cache: {replay:?}"
+    );
+    assert!(
+        in_progress.is_err(),
+        "claims go to Redis (which did not answer): {in_progress:?}"
+    );
+}

@@ -96,7 +96,12 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
+/// Completed records kept in this process (never claims): fingerprint and
+/// response by identity.
+type ReplayCache = moka::sync::Cache<RecordId, (Fingerprint, Arc<StoredResponse>)>;
+
 struct Inner {
+    cache: Option<ReplayCache>,
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
@@ -113,6 +118,7 @@ pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     timeout: Duration,
+    cache: Option<(u64, Duration)>,
 }
 
 impl RedisStoreBuilder {
@@ -126,6 +132,16 @@ impl RedisStoreBuilder {
     /// Past it, the request gets 503 and the handler does not run.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Keeps up to `max_entries` completed records in this process for `ttl`,
+    /// so that hot replays need no round trip (off by default). Only
+    /// completed records are cached, never claims. The price: a record
+    /// deleted by an operator, or expired in Redis, may still be replayed by
+    /// this process for up to `ttl`; keep it short (seconds).
+    pub fn replay_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+        self.cache = Some((max_entries, ttl));
         self
     }
 
@@ -148,6 +164,12 @@ impl RedisStoreBuilder {
         let script = |body: &str| Script::new(&format!("{IS_OWNED_BY}{body}"));
         Ok(RedisStore {
             inner: Arc::new(Inner {
+                cache: self.cache.map(|(max, ttl)| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(max)
+                        .time_to_live(ttl)
+                        .build()
+                }),
                 client,
                 conn,
                 prefix: self.prefix,
@@ -180,6 +202,7 @@ impl RedisStore {
             url: url.into(),
             prefix: "idempotent".into(),
             timeout: DEFAULT_COMMAND_TIMEOUT,
+            cache: None,
         }
     }
 
@@ -218,7 +241,16 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
         let key = self.key_of(id);
         let record = Record::InProgress { fingerprint, owner }.encode();
+        let cache = self.inner.cache.as_ref();
+        let cached = cache.and_then(|c| c.get(id));
+        let id = id.clone();
         async move {
+            if let Some((fingerprint, response)) = cached {
+                return Ok(Claim::Existing(Record::Completed {
+                    fingerprint,
+                    response,
+                }));
+            }
             let existing: Option<Vec<u8>> = self
                 .run(async |c| {
                     self.inner
@@ -232,9 +264,20 @@ impl Store for RedisStore {
                 .await?;
             match existing {
                 None => Ok(Claim::Acquired),
-                Some(bytes) => Ok(Claim::Existing(
-                    Record::decode(&bytes).map_err(StoreError::Corrupt)?,
-                )),
+                Some(bytes) => {
+                    let record = Record::decode(&bytes).map_err(StoreError::Corrupt)?;
+                    if let (
+                        Some(c),
+                        Record::Completed {
+                            fingerprint,
+                            response,
+                        },
+                    ) = (cache, &record)
+                    {
+                        c.insert(id, (*fingerprint, response.clone()));
+                    }
+                    Ok(Claim::Existing(record))
+                }
             }
         }
     }
@@ -272,6 +315,11 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
         let digest = *id.digest();
+        let for_cache = self
+            .inner
+            .cache
+            .as_ref()
+            .map(|c| (c, id.clone(), fingerprint, response.clone()));
         let record = Record::Completed {
             fingerprint,
             response,
@@ -292,6 +340,9 @@ impl Store for RedisStore {
                         .await
                 })
                 .await?;
+            if let (1, Some((c, id, fingerprint, response))) = (n, for_cache) {
+                c.insert(id, (fingerprint, response));
+            }
             Ok(n == 1)
         }
     }
@@ -337,6 +388,9 @@ impl Store for RedisStore {
 
     fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
+        if let Some(c) = &self.inner.cache {
+            c.invalidate(id);
+        }
         async move {
             let n: i64 = self
                 .run(async |c| redis::cmd("DEL").arg(&key).query_async(c).await)
