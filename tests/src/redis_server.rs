@@ -15,6 +15,7 @@ pub struct RedisServer {
     url: String,
     port: Option<u16>,
     child: Mutex<Option<Child>>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -26,6 +27,7 @@ impl RedisServer {
                 url,
                 port: None,
                 child: Mutex::new(None),
+                extra: Vec::new(),
             }));
         }
         match Self::start() {
@@ -43,14 +45,15 @@ impl RedisServer {
     }
 
     fn start() -> Result<RedisServer, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        Self::start_with(free_port()?, Vec::new())
+    }
+
+    fn start_with(port: u16, extra: Vec<String>) -> Result<RedisServer, String> {
         let server = RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             port: Some(port),
             child: Mutex::new(None),
+            extra,
         };
         server.spawn()?;
         Ok(server)
@@ -77,6 +80,7 @@ impl RedisServer {
                 "--loglevel",
                 "warning",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -153,6 +157,107 @@ impl RedisServer {
         let n = s.read(&mut buf).expect("read from Redis");
         buf.truncate(n);
         buf
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A local Redis Cluster of three masters, for one test.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// A cluster to test against, or `None` (test skipped) when
+    /// `redis-server` is missing and `CI` is not `true`.
+    pub fn for_test() -> Option<Arc<RedisCluster>> {
+        match Self::start() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("no Redis Cluster for the cluster tests under CI=true: {why}")
+            }
+            Err(why) => {
+                report_skip(&format!(
+                    "SKIPPED (no Redis Cluster: {why}; install redis-server)"
+                ));
+                None
+            }
+        }
+    }
+
+    fn start() -> Result<RedisCluster, String> {
+        let mut nodes = Vec::new();
+        while nodes.len() < 3 {
+            let port = free_port()?;
+            // The cluster bus listens on port + 10000.
+            if port > 55_535 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let conf = format!("idempotent-test-nodes-{port}-{}.conf", std::process::id());
+            let _ = std::fs::remove_file(std::env::temp_dir().join(&conf));
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "2000",
+            ];
+            nodes.push(RedisServer::start_with(
+                port,
+                extra.iter().map(|s| s.to_string()).collect(),
+            )?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| n.url.trim_start_matches("redis://").to_owned())
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        let cluster = RedisCluster { nodes };
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if cluster.nodes.iter().all(|n| {
+                String::from_utf8_lossy(&n.raw(&[b"CLUSTER", b"INFO"])).contains("cluster_state:ok")
+            }) {
+                return Ok(cluster);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("the cluster did not reach cluster_state:ok within 20 s".into())
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.stop();
+            if let Some(port) = n.port {
+                let conf = format!("idempotent-test-nodes-{port}-{}.conf", std::process::id());
+                let _ = std::fs::remove_file(std::env::temp_dir().join(conf));
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use idempotent_runtime::store::redis::RedisStore;
 use idempotent_runtime::store::{Claim, Store, StoreError};
 use idempotent_runtime::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster as Cluster, RedisServer};
 
 /// Any store under test.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub enum AnyStore {
     /// guard lives. Servers under test get a copy without the guard
     /// ([`AnyStore::unguarded`]): they outlive the test.
     Redis(RedisStore, Option<Arc<RedisServer>>),
+    /// The Redis store on a local three-master cluster (and its guard).
+    Cluster(RedisStore, Option<Arc<Cluster>>),
 }
 
 impl AnyStore {
@@ -30,6 +32,7 @@ impl AnyStore {
         match self {
             AnyStore::Memory(s) => AnyStore::Memory(s.clone()),
             AnyStore::Redis(s, _) => AnyStore::Redis(s.clone(), None),
+            AnyStore::Cluster(s, _) => AnyStore::Cluster(s.clone(), None),
         }
     }
 
@@ -37,7 +40,7 @@ impl AnyStore {
     pub fn redis_server(&self) -> Option<&Arc<RedisServer>> {
         match self {
             AnyStore::Redis(_, server) => server.as_ref(),
-            AnyStore::Memory(_) => None,
+            AnyStore::Memory(_) | AnyStore::Cluster(..) => None,
         }
     }
 }
@@ -73,6 +76,21 @@ impl StoreFactory for Redis {
     }
 }
 
+/// The Redis store on a local three-master Redis Cluster of the test's own.
+pub struct RedisCluster;
+
+impl StoreFactory for RedisCluster {
+    async fn make() -> Option<AnyStore> {
+        let cluster = Cluster::for_test()?;
+        let store = RedisStore::cluster_builder(cluster.urls())
+            .prefix(crate::unique("test"))
+            .build()
+            .await
+            .expect("connect to the test's Redis Cluster");
+        Some(AnyStore::Cluster(store, Some(cluster)))
+    }
+}
+
 impl Store for AnyStore {
     async fn claim(
         &self,
@@ -84,6 +102,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.claim(id, fingerprint, owner, lease).await,
             AnyStore::Redis(s, _) => s.claim(id, fingerprint, owner, lease).await,
+            AnyStore::Cluster(s, _) => s.claim(id, fingerprint, owner, lease).await,
         }
     }
 
@@ -96,6 +115,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.renew(id, owner, lease).await,
             AnyStore::Redis(s, _) => s.renew(id, owner, lease).await,
+            AnyStore::Cluster(s, _) => s.renew(id, owner, lease).await,
         }
     }
 
@@ -110,6 +130,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.complete(id, owner, fingerprint, response, ttl).await,
             AnyStore::Redis(s, _) => s.complete(id, owner, fingerprint, response, ttl).await,
+            AnyStore::Cluster(s, _) => s.complete(id, owner, fingerprint, response, ttl).await,
         }
     }
 
@@ -117,6 +138,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.release(id, owner).await,
             AnyStore::Redis(s, _) => s.release(id, owner).await,
+            AnyStore::Cluster(s, _) => s.release(id, owner).await,
         }
     }
 
@@ -124,6 +146,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.get(id).await,
             AnyStore::Redis(s, _) => s.get(id).await,
+            AnyStore::Cluster(s, _) => s.get(id).await,
         }
     }
 
@@ -131,6 +154,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.delete(id).await,
             AnyStore::Redis(s, _) => s.delete(id).await,
+            AnyStore::Cluster(s, _) => s.delete(id).await,
         }
     }
 }

@@ -7,3 +7,7 @@ mod memory {
 mod redis {
     idempotent_tests::store_contract!(idempotent_tests::stores::Redis);
 }
+
+mod redis_cluster {
+    idempotent_tests::store_contract!(idempotent_tests::stores::RedisCluster);
+}

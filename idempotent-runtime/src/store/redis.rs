@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::{Claim, Store, StoreError};
@@ -102,8 +102,10 @@ type ReplayCache = moka::sync::Cache<RecordId, (Fingerprint, Arc<StoredResponse>
 
 struct Inner {
     cache: Option<ReplayCache>,
+    /// For the subscription (one node of a cluster is enough: `PUBLISH`
+    /// reaches every node).
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     timeout: Duration,
     claim: Script,
@@ -116,6 +118,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct RedisStoreBuilder {
     url: String,
+    cluster: Option<Vec<String>>,
     prefix: String,
     timeout: Duration,
     cache: Option<(u64, Duration)>,
@@ -149,18 +152,33 @@ impl RedisStoreBuilder {
     /// once built, the store reconnects by itself after Redis restarts.
     pub async fn build(self) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(self.url.as_str()).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.timeout))
-            .set_connection_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = tokio::time::timeout(
-            self.timeout * 4,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(unavailable)?;
+        let connect = async {
+            match &self.cluster {
+                None => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(self.timeout))
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(200));
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Some(nodes) => {
+                    let cluster =
+                        redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                            .connection_timeout(self.timeout)
+                            .response_timeout(self.timeout)
+                            .retries(1)
+                            .build()?;
+                    cluster.get_async_connection().await.map(Conn::Cluster)
+                }
+            }
+        };
+        let conn = tokio::time::timeout(self.timeout * 4, connect)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)?;
         let script = |body: &str| Script::new(&format!("{IS_OWNED_BY}{body}"));
         Ok(RedisStore {
             inner: Arc::new(Inner {
@@ -200,6 +218,7 @@ impl RedisStore {
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
+            cluster: None,
             prefix: "idempotent".into(),
             timeout: DEFAULT_COMMAND_TIMEOUT,
             cache: None,
@@ -217,11 +236,37 @@ impl RedisStore {
         format!("{}:{}:{}", self.inner.prefix, id.scope(), id.digest_hex())
     }
 
+    /// A builder for a Redis Cluster, given some of its nodes
+    /// (`redis://host:port`). Every operation touches one key, so the store
+    /// works unchanged on a cluster.
+    ///
+    /// ```no_run
+    /// use idempotent_runtime::store::redis::RedisStore;
+    ///
+    /// # async fn start() -> Result<(), idempotent_runtime::store::StoreError> {
+    /// let store = RedisStore::cluster_builder(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        RedisStoreBuilder {
+            url: nodes.first().cloned().unwrap_or_default(),
+            cluster: Some(nodes),
+            prefix: "idempotent".into(),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            cache: None,
+        }
+    }
+
     /// Runs one command with the store's timeout on a clone of the shared,
     /// multiplexed connection.
     async fn run<T>(
         &self,
-        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+        f: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.clone();
         match tokio::time::timeout(self.inner.timeout, f(&mut conn)).await {
@@ -423,6 +468,44 @@ impl Store for RedisStore {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
+    }
+}
+
+/// A connection to one Redis (reconnecting by itself) or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
