@@ -298,6 +298,28 @@ impl Idempotency {
         }
     }
 
+    /// Releases a claim that may or may not exist (safe: the store checks the
+    /// owner), retrying until it answers or `within` has passed.
+    fn release_in_background(&self, id: RecordId, owner: OwnerToken, within: Duration) {
+        let idempotency = self.clone();
+        background().spawn(async move {
+            let until = Instant::now() + within;
+            let mut delay = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(delay).await;
+                match idempotency.inner.store.release(&id, owner).await {
+                    Ok(true) => {
+                        idempotency.slot(&id).notify_waiters();
+                        break;
+                    }
+                    Ok(false) => break,
+                    Err(_) if Instant::now() >= until => break,
+                    Err(_) => delay = (delay * 2).min(Duration::from_secs(1)),
+                }
+            }
+        });
+    }
+
     fn slot(&self, id: &RecordId) -> &Notify {
         &self.inner.notify[slot_index(id.digest())]
     }
@@ -388,22 +410,30 @@ impl Idempotency {
                 .claim(&id, fingerprint, owner, config.lease)
                 .await;
             let record = match claim {
-                Ok(Claim::Acquired) => {
-                    return Begin::Run(Claimed {
-                        idempotency: self.clone(),
-                        id,
-                        fingerprint,
-                        owner,
-                        config: *config,
-                        started,
-                        finished: false,
-                    })
-                }
-                Ok(Claim::Existing(record)) => record,
+                Ok(Claim::Acquired) => None,
+                // Our own claim, read back: a command re-sent after a dropped
+                // connection, whose first attempt had landed.
+                Ok(Claim::Existing(Record::InProgress { owner: o, .. })) if o == owner => None,
+                Ok(Claim::Existing(record)) => Some(record),
                 Err(e) => {
+                    // The claim may have landed although its answer was lost
+                    // (timeout): release it in the background, or it would
+                    // block the key, ownerless, for a whole lease.
+                    self.release_in_background(id.clone(), owner, config.lease);
                     trace(config, "store_error", started);
                     return Begin::Refuse(store_problem(&e));
                 }
+            };
+            let Some(record) = record else {
+                return Begin::Run(Claimed {
+                    idempotency: self.clone(),
+                    id,
+                    fingerprint,
+                    owner,
+                    config: *config,
+                    started,
+                    finished: false,
+                });
             };
             if record.fingerprint() != fingerprint {
                 trace(config, "mismatch", started);

@@ -330,3 +330,29 @@ pub async fn large_responses_round_trip<S: Store>(store: &S) {
         other => panic!("{other:?}"),
     }
 }
+
+/// "Keep it forever" (`Duration::MAX`) must be kept, not refused by the
+/// backend (Redis rejects expiries past its range): a refused completion
+/// would leave the key to run again on every retry.
+pub async fn huge_ttl_and_lease_are_kept<S: Store>(store: &S) {
+    let id = id();
+    let owner = OwnerToken::generate();
+    assert_eq!(
+        store
+            .claim(&id, fp("a"), owner, Duration::MAX)
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
+    assert!(store.renew(&id, owner, Duration::MAX).await.unwrap());
+    assert!(store
+        .complete(&id, owner, fp("a"), response("forever"), Duration::MAX)
+        .await
+        .unwrap());
+    match store.get(&id).await.unwrap() {
+        Some(Record::Completed { response: r, .. }) => {
+            assert_eq!(r.body.as_deref(), Some(&b"forever"[..]))
+        }
+        other => panic!("{other:?}"),
+    }
+}

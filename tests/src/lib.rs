@@ -346,7 +346,8 @@ macro_rules! store_contract {
             ttl_expires_completed_records,
             delete_removes_any_record,
             late_completion_lands_when_nobody_took_over,
-            large_responses_round_trip
+            large_responses_round_trip,
+            huge_ttl_and_lease_are_kept
         );
     };
     (@cases $store:ty; $($case:ident),* $(,)?) => {

@@ -62,3 +62,34 @@ async fn waiter_in_another_process_is_woken_by_the_completion() {
     assert_eq!(second.response().body.as_deref(), Some(&b"paid once"[..]));
     assert!(!first.await.unwrap().unwrap().is_replay());
 }
+
+/// One subscriber connection per store, however many runtimes are built on
+/// it (an operator endpoint building one per call must not open one each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscriber_per_store() {
+    let Some(server) = RedisServer::for_test() else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .prefix(unique("sub"))
+        .build()
+        .await
+        .unwrap();
+    let subscribers = || {
+        String::from_utf8_lossy(&server.raw(&[b"CLIENT", b"LIST"]))
+            .lines()
+            .filter(|l| l.contains(" sub=1 "))
+            .count()
+    };
+    let runtimes: Vec<_> = (0..5).map(|_| Idempotency::new(store.clone())).collect();
+    for _ in 0..100 {
+        if subscribers() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give any further subscribers time to appear.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(subscribers(), 1);
+    drop(runtimes);
+}

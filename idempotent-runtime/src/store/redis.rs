@@ -8,9 +8,12 @@
 //! a Lua script, so the comparison and the write are one atomic step. See
 //! `docs/design/0005-redis-store.md`.
 //!
-//! What is guaranteed, and what is not:
-//! - Exactly one execution per identity while Redis keeps the record, across
-//!   every process sharing the Redis.
+//! What is guaranteed, and what is not (details and operating advice in the
+//! design note):
+//! - Exactly one execution per identity while Redis keeps the record and the
+//!   handler keeps its lease, across every process sharing the Redis. Run
+//!   Redis with `maxmemory-policy noeviction`: records have TTLs, so other
+//!   policies may evict them.
 //! - Redis unreachable or slow (past the command timeout): the request gets
 //!   503 and the handler does not run. The connection is re-established by
 //!   itself once Redis is back; no restart of the app is needed.
@@ -70,6 +73,15 @@ end
 return 0
 ";
 
+/// Delete (operators): delete whatever is there, and wake waiters.
+const DELETE: &str = r"
+local n = redis.call('DEL', KEYS[1])
+if n == 1 then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+return n
+";
+
 /// Release: delete the claim, only for the owner.
 const RELEASE: &str = r"
 if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
@@ -101,10 +113,17 @@ pub struct RedisStore {
 type ReplayCache = moka::sync::Cache<RecordId, (Fingerprint, Arc<StoredResponse>)>;
 
 struct Inner {
+    /// How to connect (kept for the renewal connection).
+    target: Target,
+    /// Lease renewals' own connection, made on the runtime crate's background
+    /// thread where renewals run, so that its I/O never depends on a request
+    /// worker (actix workers are single-threaded).
+    renew_conn: tokio::sync::OnceCell<Conn>,
+    /// Who to tell when another process changes a record; the subscriber
+    /// connection starts with the first listener, once per store.
+    listeners: Arc<std::sync::Mutex<Vec<super::ChangeListener>>>,
+    subscribed: std::sync::atomic::AtomicBool,
     cache: Option<ReplayCache>,
-    /// For the subscription (one node of a cluster is enough: `PUBLISH`
-    /// reaches every node).
-    client: redis::Client,
     conn: Conn,
     prefix: String,
     timeout: Duration,
@@ -112,6 +131,47 @@ struct Inner {
     renew: Script,
     complete: Script,
     release: Script,
+    delete: Script,
+}
+
+/// Where the store connects.
+#[derive(Clone)]
+struct Target {
+    client: redis::Client,
+    cluster: Option<Vec<String>>,
+    timeout: Duration,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let connect = async {
+            match &self.cluster {
+                None => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(self.timeout))
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(200));
+                    ConnectionManager::new_with_config(self.client.clone(), config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Some(nodes) => {
+                    let cluster =
+                        redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                            .connection_timeout(self.timeout)
+                            .response_timeout(self.timeout)
+                            .retries(1)
+                            .build()?;
+                    cluster.get_async_connection().await.map(Conn::Cluster)
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout * 4, connect)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)
+    }
 }
 
 /// Builds a [`RedisStore`].
@@ -152,43 +212,25 @@ impl RedisStoreBuilder {
     /// once built, the store reconnects by itself after Redis restarts.
     pub async fn build(self) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(self.url.as_str()).map_err(unavailable)?;
-        let connect = async {
-            match &self.cluster {
-                None => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_response_timeout(Some(self.timeout))
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(200));
-                    ConnectionManager::new_with_config(client.clone(), config)
-                        .await
-                        .map(Conn::Single)
-                }
-                Some(nodes) => {
-                    let cluster =
-                        redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                            .connection_timeout(self.timeout)
-                            .response_timeout(self.timeout)
-                            .retries(1)
-                            .build()?;
-                    cluster.get_async_connection().await.map(Conn::Cluster)
-                }
-            }
+        let target = Target {
+            client: client.clone(),
+            cluster: self.cluster.clone(),
+            timeout: self.timeout,
         };
-        let conn = tokio::time::timeout(self.timeout * 4, connect)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(unavailable)?;
+        let conn = target.connect().await?;
         let script = |body: &str| Script::new(&format!("{IS_OWNED_BY}{body}"));
         Ok(RedisStore {
             inner: Arc::new(Inner {
+                target,
+                renew_conn: tokio::sync::OnceCell::new(),
+                listeners: Arc::default(),
+                subscribed: std::sync::atomic::AtomicBool::new(false),
                 cache: self.cache.map(|(max, ttl)| {
                     moka::sync::Cache::builder()
                         .max_capacity(max)
                         .time_to_live(ttl)
                         .build()
                 }),
-                client,
                 conn,
                 prefix: self.prefix,
                 timeout: self.timeout,
@@ -196,6 +238,7 @@ impl RedisStoreBuilder {
                 renew: script(RENEW),
                 complete: script(COMPLETE),
                 release: script(RELEASE),
+                delete: Script::new(DELETE),
             }),
         })
     }
@@ -209,8 +252,14 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     }
 }
 
+/// The longest expiry sent to Redis: 100 years. Redis refuses expiries past
+/// its range, and a refused completion would leave the key to run again.
+const MAX_EXPIRY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_EXPIRY_MS)
 }
 
 impl RedisStore {
@@ -335,18 +384,19 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
         async move {
-            let n: i64 = self
-                .run(async |c| {
-                    self.inner
-                        .renew
-                        .key(&key)
-                        .arg(&owner.to_bytes()[..])
-                        .arg(millis(lease))
-                        .invoke_async(c)
-                        .await
-                })
-                .await?;
-            Ok(n == 1)
+            let inner = &self.inner;
+            let mut conn = inner
+                .renew_conn
+                .get_or_try_init(|| inner.target.connect())
+                .await?
+                .clone();
+            let mut invocation = inner.renew.key(&key);
+            invocation.arg(&owner.to_bytes()[..]).arg(millis(lease));
+            let renew = invocation.invoke_async::<i64>(&mut conn);
+            match tokio::time::timeout(inner.timeout, renew).await {
+                Ok(r) => Ok(r.map_err(unavailable)? == 1),
+                Err(_) => Err(StoreError::Timeout),
+            }
         }
     }
 
@@ -433,37 +483,70 @@ impl Store for RedisStore {
 
     fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let key = self.key_of(id);
-        if let Some(c) = &self.inner.cache {
+        let digest = *id.digest();
+        let cache = self.inner.cache.as_ref();
+        if let Some(c) = cache {
             c.invalidate(id);
         }
+        let id = id.clone();
         async move {
             let n: i64 = self
-                .run(async |c| redis::cmd("DEL").arg(&key).query_async(c).await)
+                .run(async |c| {
+                    self.inner
+                        .delete
+                        .key(&key)
+                        .arg(self.channel())
+                        .arg(&digest[..])
+                        .invoke_async(c)
+                        .await
+                })
                 .await?;
+            // Again: a claim in this process may have cached the record
+            // between the first invalidation and the DEL.
+            if let Some(c) = cache {
+                c.invalidate(&id);
+            }
             Ok(n == 1)
         }
     }
 
-    /// One subscriber connection for the whole process (per store), on the
-    /// runtime crate's background thread; it reconnects by itself.
+    /// One subscriber connection per store (however many runtimes are built
+    /// on it), on the runtime crate's background thread; it reconnects by
+    /// itself and ends once the store is dropped.
     fn subscribe(&self, on_change: super::ChangeListener) {
-        let client = self.inner.client.clone();
+        use std::sync::atomic::Ordering;
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(on_change);
+        if self.inner.subscribed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let listeners = Arc::downgrade(&self.inner.listeners);
+        let client = self.inner.target.client.clone();
         let channel = self.channel();
         crate::lifecycle::background().spawn(async move {
             use futures_util::StreamExt;
-            loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if pubsub.subscribe(&channel).await.is_ok() {
-                            let mut messages = pubsub.on_message();
-                            while let Some(msg) = messages.next().await {
-                                if let Ok(digest) = <[u8; 32]>::try_from(msg.get_payload_bytes()) {
-                                    on_change(&digest);
-                                }
+            while listeners.strong_count() > 0 {
+                let connected = tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                if let Ok(Ok(mut pubsub)) = connected {
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(listeners) = listeners.upgrade() else {
+                            return;
+                        };
+                        if let Ok(digest) = <[u8; 32]>::try_from(msg.get_payload_bytes()) {
+                            for l in listeners.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                                l(&digest);
                             }
                         }
                     }
-                    Err(e) => tracing::debug!(target: "idempotent", error = %e, "Redis subscription failed; retrying"),
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
