@@ -2,53 +2,20 @@
 //! the README session, the batch route, a clean stop on SIGTERM, and one
 //! script whose answers must be identical on both.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use idempotent_tests::{Remote, Resp};
 use serde_json::json;
 
-const SERVERS: [&str; 2] = [
-    env!("CARGO_BIN_EXE_axum-payments"),
-    env!("CARGO_BIN_EXE_actix-payments"),
-];
+mod common;
 
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
+use common::{start as start_with, Running, ACTIX, AXUM};
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const SERVERS: [&str; 2] = [AXUM, ACTIX];
 
 fn start(bin: &str) -> Running {
     start_with(bin, &[])
-}
-
-fn start_with(bin: &str, args: &[&str]) -> Running {
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
-        .parse()
-        .expect("an address");
-    Running { child, addr }
 }
 
 fn payment(amount: i64) -> serde_json::Value {

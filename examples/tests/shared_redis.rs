@@ -2,9 +2,6 @@
 //! exactly one execution per key however the duplicates are spread, and a
 //! process killed mid-handler blocks its key only until its lease ends.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,45 +10,12 @@ use idempotent_tests::Remote;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-const AXUM: &str = env!("CARGO_BIN_EXE_axum-payments");
-const ACTIX: &str = env!("CARGO_BIN_EXE_actix-payments");
+mod common;
 
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{start as start_server, Running, ACTIX, AXUM};
 
 fn start(bin: &str, redis: &RedisServer) -> Running {
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "redis",
-            "--redis-url",
-            redis.url(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
-        .parse()
-        .expect("an address");
-    Running { child, addr }
+    start_server(bin, &["--store", "redis", "--redis-url", redis.url()])
 }
 
 /// 20 rounds; each sends 200 duplicates of one new key, released together

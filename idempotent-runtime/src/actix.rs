@@ -56,7 +56,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
-use crate::lifecycle::{handler_failed, replayable_header, Begin, ResponsePolicy};
+use crate::lifecycle::{
+    capture_body, handler_failed, replayable_headers, Begin, CapturedBody, ResponsePolicy,
+};
 use crate::problem::{self, Problem};
 use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
 
@@ -214,72 +216,32 @@ async fn capture(
     if !policy.stores(status, cache_control) {
         return (response, None);
     }
-    let headers: Vec<(String, Bytes)> = response
-        .headers()
-        .iter()
-        .filter(|(n, _)| replayable_header(n.as_str()))
-        .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
-        .collect();
+    let headers = replayable_headers(
+        response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     let (head, mut body) = response.into_parts();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    loop {
-        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
-            None => break,
-            Some(Ok(chunk)) => {
-                len += chunk.len();
-                chunks.push(chunk);
-                if len > policy.max_body {
-                    // Too large to store: the client still gets all of it,
-                    // the store keeps that the request ran.
-                    let stored = StoredResponse {
-                        status,
-                        headers,
-                        body: None,
-                    };
-                    let rest =
-                        futures_util::stream::poll_fn(move |cx| Pin::new(&mut body).poll_next(cx));
-                    let stream =
-                        futures_util::stream::iter(chunks.into_iter().map(Ok::<_, BodyError>))
-                            .chain(rest);
-                    let live =
-                        head.set_body(BoxBody::new(actix_web::body::BodyStream::new(stream)));
-                    return (live, Some(Arc::new(stored)));
-                }
-            }
-            Some(Err(e)) => {
-                // The body failed half-way, after the handler ran: pass the
-                // failure on, and keep that the request ran.
-                let stored = StoredResponse {
-                    status,
-                    headers,
-                    body: None,
-                };
-                let failed = futures_util::stream::once(async move { Err::<Bytes, BodyError>(e) });
-                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, BodyError>))
-                    .chain(failed);
-                let live = head.set_body(BoxBody::new(actix_web::body::BodyStream::new(stream)));
-                return (live, Some(Arc::new(stored)));
-            }
-        }
-    }
-    let bytes = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = Vec::with_capacity(len);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            Bytes::from(all)
-        }
-    };
+    let chunks = futures_util::stream::poll_fn(move |cx| Pin::new(&mut body).poll_next(cx));
+    let captured = capture_body(chunks, policy.max_body).await;
     let stored = Arc::new(StoredResponse {
         status,
         headers,
-        body: Some(bytes.clone()),
+        body: captured.stored(),
     });
-    (head.set_body(BoxBody::new(bytes)), Some(stored))
+    let live = match captured {
+        CapturedBody::Complete(bytes) => BoxBody::new(bytes),
+        CapturedBody::TooLarge { read, rest } => BoxBody::new(actix_web::body::BodyStream::new(
+            futures_util::stream::iter(read.into_iter().map(Ok::<_, BodyError>)).chain(rest),
+        )),
+        CapturedBody::Failed { read, error } => BoxBody::new(actix_web::body::BodyStream::new(
+            futures_util::stream::iter(read.into_iter().map(Ok::<_, BodyError>)).chain(
+                futures_util::stream::once(async move { Err::<Bytes, BodyError>(error) }),
+            ),
+        )),
+    };
+    (head.set_body(live), Some(stored))
 }
 
 fn replay(stored: &StoredResponse, config: &HandlerConfig) -> HttpResponse {

@@ -39,7 +39,7 @@ use http_body_util::BodyExt;
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
 
-use crate::lifecycle::{replayable_header, Begin, ResponsePolicy};
+use crate::lifecycle::{capture_body, replayable_headers, Begin, CapturedBody, ResponsePolicy};
 use crate::problem::{self, Problem};
 use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
 /// `#[idempotent]` for axum handlers.
@@ -336,7 +336,7 @@ async fn capture(
     response: Response,
     policy: ResponsePolicy,
 ) -> (Response, Option<Arc<StoredResponse>>) {
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let cache_control = parts.headers.get_all(CACHE_CONTROL);
     if !policy.stores(
         parts.status.as_u16(),
@@ -344,76 +344,31 @@ async fn capture(
     ) {
         return (Response::from_parts(parts, body), None);
     }
-    let headers: Vec<(String, Bytes)> = parts
-        .headers
-        .iter()
-        .filter(|(n, _)| replayable_header(n.as_str()))
-        .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
-        .collect();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                // Trailers are not stored (axum handlers rarely send them).
-                if let Ok(data) = frame.into_data() {
-                    len += data.len();
-                    chunks.push(data);
-                    if len > policy.max_body {
-                        // Too large to store: the client still gets all of it,
-                        // the store keeps that the request ran.
-                        let stored = StoredResponse {
-                            status: parts.status.as_u16(),
-                            headers,
-                            body: None,
-                        };
-                        let rest = body.into_data_stream();
-                        let stream =
-                            futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(rest);
-                        return (
-                            Response::from_parts(parts, Body::from_stream(stream)),
-                            Some(Arc::new(stored)),
-                        );
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                // The body failed half-way, after the handler ran: pass the
-                // failure on, and keep that the request ran (retries get 410
-                // rather than a second execution).
-                let stored = StoredResponse {
-                    status: parts.status.as_u16(),
-                    headers,
-                    body: None,
-                };
-                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok)).chain(
-                    futures_util::stream::once(async move { Err::<Bytes, _>(e) }),
-                );
-                return (
-                    Response::from_parts(parts, Body::from_stream(stream)),
-                    Some(Arc::new(stored)),
-                );
-            }
-        }
-    }
-    let bytes = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = Vec::with_capacity(len);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            Bytes::from(all)
-        }
-    };
+    let headers = replayable_headers(
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    // Trailers are not stored (axum handlers rarely send them).
+    let captured = capture_body(body.into_data_stream(), policy.max_body).await;
     let stored = Arc::new(StoredResponse {
         status: parts.status.as_u16(),
         headers,
-        body: Some(bytes.clone()),
+        body: captured.stored(),
     });
-    (Response::from_parts(parts, Body::from(bytes)), Some(stored))
+    let live = match captured {
+        CapturedBody::Complete(bytes) => Body::from(bytes),
+        CapturedBody::TooLarge { read, rest } => {
+            Body::from_stream(futures_util::stream::iter(read.into_iter().map(Ok)).chain(rest))
+        }
+        CapturedBody::Failed { read, error } => {
+            Body::from_stream(futures_util::stream::iter(read.into_iter().map(Ok)).chain(
+                futures_util::stream::once(async move { Err::<Bytes, _>(error) }),
+            ))
+        }
+    };
+    (Response::from_parts(parts, live), Some(stored))
 }
 
 fn replay(stored: &StoredResponse, config: &HandlerConfig) -> Response {

@@ -7,6 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 
@@ -533,6 +534,73 @@ fn has_no_store(value: &[u8]) -> bool {
         let d = d.trim_ascii();
         d.len() >= 8 && d[..8].eq_ignore_ascii_case(b"no-store") && (d.len() == 8 || d[8] == b'=')
     })
+}
+
+/// What became of a response body read for storage.
+pub(crate) enum CapturedBody<S, E> {
+    /// All of it, within the storage limit.
+    Complete(Bytes),
+    /// Over the limit: what was read, and the rest still to send. The client
+    /// gets all of it; the store keeps only that the request ran.
+    TooLarge { read: Vec<Bytes>, rest: S },
+    /// The body failed half-way, after the handler ran: what was read, and
+    /// the error to pass on. The store keeps that the request ran.
+    Failed { read: Vec<Bytes>, error: E },
+}
+
+impl<S, E> CapturedBody<S, E> {
+    /// The body to store: `None` when the request ran but its response
+    /// cannot be replayed (retries get 410, never a second execution).
+    pub(crate) fn stored(&self) -> Option<Bytes> {
+        match self {
+            CapturedBody::Complete(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a response body (as a stream of chunks) up to `max` bytes: the one
+/// capture logic every adapter uses.
+pub(crate) async fn capture_body<S, E>(mut body: S, max: usize) -> CapturedBody<S, E>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut read: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                len += chunk.len();
+                read.push(chunk);
+                if len > max {
+                    return CapturedBody::TooLarge { read, rest: body };
+                }
+            }
+            Err(error) => return CapturedBody::Failed { read, error },
+        }
+    }
+    CapturedBody::Complete(match read.len() {
+        0 => Bytes::new(),
+        1 => read.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(len);
+            for c in &read {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    })
+}
+
+/// The headers of a response that are stored and replayed (names lowercase).
+pub(crate) fn replayable_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, Bytes)> {
+    headers
+        .filter(|(n, _)| replayable_header(n))
+        .map(|(n, v)| (n.to_owned(), Bytes::copy_from_slice(v)))
+        .collect()
 }
 
 /// Whether a response header is stored and replayed: all but hop-by-hop
