@@ -28,9 +28,9 @@
 //! 500 `no-store` rather than falling back to the process-wide default.
 //!
 //! Handlers run on actix's per-worker single-threaded runtimes: their futures
-//! need not be `Send`. Each is spawned on its worker (`spawn_local`), so it
-//! runs to completion and its response is stored even when the client hangs
-//! up; the service must therefore run inside actix's runtime (in tests,
+//! need not be `Send`. One whose client hangs up is handed to a task on its
+//! worker (`spawn_local`), so it runs to completion and its response is
+//! stored; the service must therefore run inside actix's runtime (in tests,
 //! `#[actix_web::test]` or an `actix_web::rt::System`). Blocking work still
 //! belongs in `web::block`: lease renewals run on a thread of their own, but a
 //! blocked worker serves no one else.
@@ -190,12 +190,12 @@ where
         Begin::Run(claimed) => {
             let policy = claimed.policy();
             let task = claimed.run(async move { capture(handler.await, policy).await });
-            // Spawned on this worker so that the handler finishes and its
-            // response is stored even when the client goes away.
-            match tokio::task::spawn_local(tracing::Instrument::in_current_span(task)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(p)) => problem_response(p),
-                Err(_cancelled) => problem_response(handler_failed()),
+            // Handed to a task on this worker if the client goes away, so
+            // that the handler finishes and its response is stored.
+            let task = tracing::Instrument::in_current_span(task);
+            match crate::lifecycle::finish_even_if_dropped_local(task).await {
+                Ok(response) => response,
+                Err(p) => problem_response(p),
             }
         }
     }

@@ -320,12 +320,12 @@ where
             let policy = claimed.policy();
             let task =
                 claimed.run(async move { capture(handler.await.into_response(), policy).await });
-            // Spawned so that the handler finishes and its response is stored
-            // even when the client goes away and this future is dropped.
-            match tokio::spawn(tracing::Instrument::in_current_span(task)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(problem)) => problem.into_response(),
-                Err(_cancelled) => crate::lifecycle::handler_failed().into_response(),
+            // The handler finishes and its response is stored even when the
+            // client goes away and this future is dropped.
+            let task = tracing::Instrument::in_current_span(task);
+            match crate::lifecycle::finish_even_if_dropped(task).await {
+                Ok(response) => response,
+                Err(problem) => problem.into_response(),
             }
         }
     }

@@ -85,15 +85,34 @@ impl fmt::Debug for Fingerprint {
 /// assert_ne!(alice, bob);
 /// assert_eq!(alice.scope(), "payments");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RecordId {
-    scope: Box<str>,
+    /// Borrowed from the handler's static configuration on the request path
+    /// (no allocation per request or per clone).
+    scope: std::borrow::Cow<'static, str>,
     digest: [u8; 32],
 }
 
 impl RecordId {
     /// The identity of `key` sent by `principal` (if any) to a handler of `scope`.
     pub fn new(scope: &str, principal: Option<&str>, key: &IdempotencyKey) -> Self {
+        Self::with_scope(scope.to_owned().into(), principal, key)
+    }
+
+    /// [`RecordId::new`] for a scope that lives for the whole program.
+    pub(crate) fn new_static(
+        scope: &'static str,
+        principal: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Self {
+        Self::with_scope(scope.into(), principal, key)
+    }
+
+    fn with_scope(
+        scope: std::borrow::Cow<'static, str>,
+        principal: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Self {
         let mut h = Sha256::new();
         match principal {
             None => h.update([0u8]),
@@ -105,7 +124,7 @@ impl RecordId {
         }
         h.update(key.as_str().as_bytes());
         Self {
-            scope: scope.into(),
+            scope,
             digest: h.finalize().into(),
         }
     }
@@ -122,12 +141,78 @@ impl RecordId {
 
     /// The digest in lowercase hex, as the Redis key layout uses it.
     pub fn digest_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(64);
         for b in &self.digest {
-            use fmt::Write;
-            let _ = write!(s, "{b:02x}");
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         s
+    }
+}
+
+/// Hashes the first 8 bytes of the digest (already SHA-256, so uniform);
+/// equal ids still compare scope and the whole digest.
+impl std::hash::Hash for RecordId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&self.digest[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
+}
+
+/// The hasher of the stores' maps keyed by [`RecordId`]: a record id hashes
+/// to 8 bytes of SHA-256 already, so SipHash over them again only costs (a
+/// tenth of a trivial handler's time). They are multiplied by a random odd
+/// per-map seed in 128 bits and the halves folded, so that a client who
+/// grinds keys for digests that share bits cannot tell where they land.
+#[derive(Clone, Debug)]
+pub(crate) struct DigestHashState {
+    seed: u64,
+}
+
+impl DigestHashState {
+    pub(crate) fn new() -> Self {
+        // RandomState is seeded from the OS; take 8 bytes of its output.
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u64);
+        Self { seed: seed | 1 }
+    }
+}
+
+impl std::hash::BuildHasher for DigestHashState {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher {
+            seed: self.seed,
+            state: 0,
+        }
+    }
+}
+
+/// See [`DigestHashState`].
+pub(crate) struct DigestHasher {
+    seed: u64,
+    state: u64,
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(n ^ self.state) * u128::from(self.seed);
+        self.state = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
     }
 }
 

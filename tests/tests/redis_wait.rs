@@ -61,6 +61,50 @@ async fn waiter_in_another_process_is_woken_by_the_completion() {
     assert!(second.is_replay());
     assert_eq!(second.response().body.as_deref(), Some(&b"paid once"[..]));
     assert!(!first.await.unwrap().unwrap().is_replay());
+    assert!(
+        publishes(&server) >= 1,
+        "the watched completion was published"
+    );
+}
+
+/// `PUBLISH` commands Redis has run.
+fn publishes(server: &RedisServer) -> u64 {
+    String::from_utf8_lossy(&server.raw(&[b"INFO", b"commandstats"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A completion or release is published only when a duplicate waits for it:
+/// publishing every one would wake the subscriber of every process once per
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_nobody_waits_for_are_not_published() {
+    let Some(server) = RedisServer::for_test() else {
+        return;
+    };
+    let runtime = runtime_on(&server, &unique("quiet"), Duration::from_millis(500)).await;
+    let fp = Fingerprint::of_bytes(b"pay 5");
+    for i in 0..50 {
+        let key = IdempotencyKey::parse(unique(&format!("k{i}")).as_bytes()).unwrap();
+        let stored = i % 2 == 0;
+        let outcome = runtime
+            .run(&WAITING, None, &key, fp, move || async move {
+                let r = StoredResponse::new(201, "paid");
+                // `no-store`: the claim is released instead of completed.
+                if stored {
+                    r
+                } else {
+                    r.with_header("cache-control", "no-store")
+                }
+            })
+            .await
+            .unwrap();
+        assert!(!outcome.is_replay());
+    }
+    assert_eq!(publishes(&server), 0);
 }
 
 /// One subscriber connection per store, however many runtimes are built on

@@ -124,6 +124,21 @@ pub trait Store: Send + Sync + 'static {
     #[must_use]
     fn delete(&self, id: &RecordId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Called before a duplicate waits for `id` (`on_conflict = "wait"`): a
+    /// store shared between processes makes sure that, for at least `for_`,
+    /// the completion, release or deletion of `id` by any process reaches
+    /// the listeners given to [`subscribe`](Store::subscribe). Stores publish
+    /// only for records someone watches, so that requests nobody waits for
+    /// cost nothing extra. The default does nothing.
+    fn watch(
+        &self,
+        id: &RecordId,
+        for_: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (id, for_);
+        std::future::ready(Ok(()))
+    }
+
     /// Called once by [`Idempotency`](crate::Idempotency) when it is built:
     /// a store shared between processes calls `on_change` with a record's
     /// digest ([`RecordId::digest`]) when another process completes or
@@ -165,6 +180,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool>;
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>>;
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool>;
+    fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()>;
     fn subscribe(&self, on_change: ChangeListener);
 }
 
@@ -204,6 +220,9 @@ impl<S: Store> DynStore for S {
     }
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool> {
         Box::pin(Store::delete(self, id))
+    }
+    fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()> {
+        Box::pin(Store::watch(self, id, for_))
     }
     fn subscribe(&self, on_change: ChangeListener) {
         Store::subscribe(self, on_change);

@@ -45,6 +45,7 @@ end
 ";
 
 /// Claim: create the in-progress record unless one exists; else return it.
+/// Only for Redis before 7.0, which lacks `SET … NX GET`.
 const CLAIM: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return false
@@ -62,12 +63,17 @@ return 0
 ";
 
 /// Complete: write the completed record, for the owner or where no record is
-/// left (the lease ran out and nobody took over).
+/// left (the lease ran out and nobody took over). Like release and delete, it
+/// publishes the change only when a duplicate in another process waits for
+/// it (its `watching` key, KEYS[2], exists): a PUBLISH wakes the subscriber
+/// of every process, which for every request cost half the throughput.
 const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if (not v) or owned(v, ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('PUBLISH', ARGV[4], ARGV[5])
+  end
   return 1
 end
 return 0
@@ -76,7 +82,7 @@ return 0
 /// Delete (operators): delete whatever is there, and wake waiters.
 const DELETE: &str = r"
 local n = redis.call('DEL', KEYS[1])
-if n == 1 then
+if n == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
 return n
@@ -86,7 +92,9 @@ return n
 const RELEASE: &str = r"
 if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
   return 1
 end
 return 0
@@ -110,7 +118,11 @@ pub struct RedisStore {
 
 /// Completed records kept in this process (never claims): fingerprint and
 /// response by identity.
-type ReplayCache = moka::sync::Cache<RecordId, (Fingerprint, Arc<StoredResponse>)>;
+type ReplayCache = moka::sync::Cache<
+    RecordId,
+    (Fingerprint, Arc<StoredResponse>),
+    crate::fingerprint::DigestHashState,
+>;
 
 struct Inner {
     /// How to connect (kept for the renewal connection).
@@ -124,8 +136,12 @@ struct Inner {
     listeners: Arc<std::sync::Mutex<Vec<super::ChangeListener>>>,
     subscribed: std::sync::atomic::AtomicBool,
     cache: Option<ReplayCache>,
+    /// Set once Redis refused `SET … NX GET` (before 7.0).
+    no_set_nx_get: std::sync::atomic::AtomicBool,
     conn: Conn,
     prefix: String,
+    /// `<prefix>:changed`.
+    channel: String,
     timeout: Duration,
     claim: Script,
     renew: Script,
@@ -229,9 +245,11 @@ impl RedisStoreBuilder {
                     moka::sync::Cache::builder()
                         .max_capacity(max)
                         .time_to_live(ttl)
-                        .build()
+                        .build_with_hasher(crate::fingerprint::DigestHashState::new())
                 }),
+                no_set_nx_get: std::sync::atomic::AtomicBool::new(false),
                 conn,
+                channel: format!("{}:changed", self.prefix),
                 prefix: self.prefix,
                 timeout: self.timeout,
                 claim: Script::new(CLAIM),
@@ -277,12 +295,33 @@ impl RedisStore {
     /// The channel on which completions and releases are published:
     /// `<prefix>:changed`, with the record's digest as the message.
     pub fn channel(&self) -> String {
-        format!("{}:changed", self.inner.prefix)
+        self.inner.channel.clone()
     }
 
-    /// The Redis key of a record: `<prefix>:<scope>:<hex digest>`.
+    /// The Redis key of a record: `<prefix>:<scope>:{<hex digest>}`. The
+    /// braces are a Redis Cluster hash tag: the record and its `watching`
+    /// key ([`Self::watching_key_of`]) live on the same node.
     pub fn key_of(&self, id: &RecordId) -> String {
-        format!("{}:{}:{}", self.inner.prefix, id.scope(), id.digest_hex())
+        format!(
+            "{}:{}:{{{}}}",
+            self.inner.prefix,
+            id.scope(),
+            id.digest_hex()
+        )
+    }
+
+    /// The key that says a duplicate in some process waits for the record
+    /// `key` (from [`Self::key_of`]), so that its completion or release is
+    /// published: `<key>:watching`, set by [`Store::watch`].
+    fn watching(key: &str) -> String {
+        format!("{key}:watching")
+    }
+
+    /// The key that says a duplicate in some process waits for the record
+    /// `id`, so that its completion or release is published:
+    /// `<record key>:watching`, set by [`Store::watch`].
+    pub fn watching_key_of(&self, id: &RecordId) -> String {
+        Self::watching(&self.key_of(id))
     }
 
     /// A builder for a Redis Cluster, given some of its nodes
@@ -325,6 +364,52 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// `SET key record NX GET PX lease`: one plain command that either
+    /// creates the claim (`None`) or returns the record there, cheaper for
+    /// Redis than a script. Redis before 7.0 refuses `NX` with `GET`; the
+    /// store then uses the equivalent script from then on.
+    async fn claim_or_read(
+        &self,
+        key: &str,
+        record: Vec<u8>,
+        lease: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        use std::sync::atomic::Ordering;
+        if !self.inner.no_set_nx_get.load(Ordering::Relaxed) {
+            let answer = self
+                .run(async |c| {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(&record[..])
+                        .arg("NX")
+                        .arg("GET")
+                        .arg("PX")
+                        .arg(millis(lease))
+                        .query_async(c)
+                        .await
+                })
+                .await;
+            match answer {
+                Err(StoreError::Unavailable(why)) if why.contains("syntax error") => {
+                    self.inner.no_set_nx_get.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        self.run(async |c| {
+            self.inner
+                .claim
+                .key(key)
+                .arg(record)
+                .arg(millis(lease))
+                .invoke_async(c)
+                .await
+        })
+        .await
+    }
+}
+
 impl Store for RedisStore {
     fn claim(
         &self,
@@ -333,10 +418,16 @@ impl Store for RedisStore {
         owner: OwnerToken,
         lease: Duration,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        let key = self.key_of(id);
-        let record = Record::InProgress { fingerprint, owner }.encode();
         let cache = self.inner.cache.as_ref();
         let cached = cache.and_then(|c| c.get(id));
+        // Nothing else to compute for a replay from the cache.
+        let (key, record) = match cached {
+            Some(_) => (String::new(), Vec::new()),
+            None => (
+                self.key_of(id),
+                Record::InProgress { fingerprint, owner }.encode(),
+            ),
+        };
         let id = id.clone();
         async move {
             if let Some((fingerprint, response)) = cached {
@@ -345,17 +436,7 @@ impl Store for RedisStore {
                     response,
                 }));
             }
-            let existing: Option<Vec<u8>> = self
-                .run(async |c| {
-                    self.inner
-                        .claim
-                        .key(&key)
-                        .arg(record)
-                        .arg(millis(lease))
-                        .invoke_async(c)
-                        .await
-                })
-                .await?;
+            let existing = self.claim_or_read(&key, record, lease).await?;
             match existing {
                 None => Ok(Claim::Acquired),
                 Some(bytes) => {
@@ -426,10 +507,11 @@ impl Store for RedisStore {
                     self.inner
                         .complete
                         .key(&key)
+                        .key(Self::watching(&key))
                         .arg(&owner.to_bytes()[..])
                         .arg(record)
                         .arg(millis(ttl))
-                        .arg(self.channel())
+                        .arg(&self.inner.channel)
                         .arg(&digest[..])
                         .invoke_async(c)
                         .await
@@ -455,8 +537,9 @@ impl Store for RedisStore {
                     self.inner
                         .release
                         .key(&key)
+                        .key(Self::watching(&key))
                         .arg(&owner.to_bytes()[..])
-                        .arg(self.channel())
+                        .arg(&self.inner.channel)
                         .arg(&digest[..])
                         .invoke_async(c)
                         .await
@@ -495,7 +578,8 @@ impl Store for RedisStore {
                     self.inner
                         .delete
                         .key(&key)
-                        .arg(self.channel())
+                        .key(Self::watching(&key))
+                        .arg(&self.inner.channel)
                         .arg(&digest[..])
                         .invoke_async(c)
                         .await
@@ -507,6 +591,28 @@ impl Store for RedisStore {
                 c.invalidate(&id);
             }
             Ok(n == 1)
+        }
+    }
+
+    /// `SET <key>:watching 1 PX <for>`: from now on the record's completion,
+    /// release or deletion is published.
+    fn watch(
+        &self,
+        id: &RecordId,
+        for_: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let key = self.watching_key_of(id);
+        async move {
+            self.run(async |c| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(millis(for_))
+                    .query_async::<()>(c)
+                    .await
+            })
+            .await
         }
     }
 
