@@ -66,13 +66,66 @@ pub struct MemoryStore {
 /// matters because a table just past a doubling is half empty.
 type Map = HashMap<RecordId, Box<Slot>, DigestHashState>;
 
-/// A shard's records, and a time before which none of them expires.
+/// A shard's records, and when a sweep could find one of them expired.
+///
+/// Claims and completed records are tracked apart: under a long `ttl` every
+/// completed record outlives its claim's lease by far, and a shard whose
+/// in-progress claims have all completed has nothing to sweep until its
+/// earliest completed record expires. Tracking one earliest expiry for both
+/// made every sweep scan every record once the first lease had passed.
 struct ShardMap {
     map: Map,
-    /// No record here expires before this: the earliest expiry written
-    /// since the last sweep (records replaced since then may make it early,
-    /// never late).
-    sweep_after: Option<Instant>,
+    /// In-progress claims held here, expired ones included until removed.
+    claims: u32,
+    /// No claim here expires before this: the earliest lease written since
+    /// `claims` was last zero (renewed claims may make it early, never late).
+    claims_after: Option<Instant>,
+    /// No completed record here expires before this: the earliest written
+    /// since the last sweep (records replaced since may make it early).
+    done_after: Option<Instant>,
+}
+
+/// `earliest` becomes `t` if that is earlier (or it was unset).
+fn lower_to(earliest: &mut Option<Instant>, t: Instant) {
+    *earliest = Some(earliest.map_or(t, |e| e.min(t)));
+}
+
+impl ShardMap {
+    fn new(map: Map) -> Self {
+        Self {
+            map,
+            claims: 0,
+            claims_after: None,
+            done_after: None,
+        }
+    }
+
+    /// Notes that a slot of this kind, expiring then, was written here
+    /// (inserted or written in place).
+    fn track(&mut self, is_claim: bool, expires: Instant) {
+        if is_claim {
+            self.claims += 1;
+            lower_to(&mut self.claims_after, expires);
+        } else {
+            lower_to(&mut self.done_after, expires);
+        }
+    }
+
+    /// Notes that a slot of this kind left (removed or overwritten).
+    fn untrack(&mut self, was_claim: bool) {
+        if was_claim {
+            self.claims = self.claims.saturating_sub(1);
+            if self.claims == 0 {
+                self.claims_after = None;
+            }
+        }
+    }
+
+    /// Whether a record here may have expired by `now`.
+    fn may_hold_expired(&self, now: Instant) -> bool {
+        self.done_after.is_some_and(|t| t <= now)
+            || (self.claims > 0 && self.claims_after.is_some_and(|t| t <= now))
+    }
 }
 
 struct Inner {
@@ -167,6 +220,10 @@ impl Slot {
     fn live(&self, now: Instant) -> bool {
         self.expires > now
     }
+
+    fn is_claim(&self) -> bool {
+        matches!(self.state, State::Claim { .. })
+    }
 }
 
 /// Builds a [`MemoryStore`].
@@ -195,10 +252,9 @@ impl MemoryStoreBuilder {
         let inner = Arc::new(Inner {
             shards: (0..SHARDS)
                 .map(|_| {
-                    Shard(Mutex::new(ShardMap {
-                        map: HashMap::with_hasher(map_hasher.clone()),
-                        sweep_after: None,
-                    }))
+                    Shard(Mutex::new(ShardMap::new(HashMap::with_hasher(
+                        map_hasher.clone(),
+                    ))))
                 })
                 .collect(),
             hasher: DigestHashState::new(),
@@ -282,33 +338,38 @@ impl Inner {
         f(None)
     }
 
-    fn note_expiry(shard: &mut ShardMap, expires: Instant) {
-        shard.sweep_after = Some(shard.sweep_after.map_or(expires, |t| t.min(expires)));
-    }
-
     fn remove(&self, shard: &mut ShardMap, id: &RecordId) {
         if let Some(old) = shard.map.remove(id) {
             self.removed(&old);
+            shard.untrack(old.is_claim());
         }
     }
 
     /// Drops the expired records of shard `i`, unless none can have expired.
     fn sweep(&self, i: usize, now: Instant) {
         let mut shard = lock(&self.shards[i]);
-        if shard.sweep_after.is_none_or(|t| t > now) {
+        if !shard.may_hold_expired(now) {
             return;
         }
-        let mut earliest: Option<Instant> = None;
-        shard.map.retain(|_, slot| {
+        let ShardMap {
+            map,
+            claims,
+            claims_after,
+            done_after,
+        } = &mut *shard;
+        (*claims, *claims_after, *done_after) = (0, None, None);
+        map.retain(|_, slot| {
             let keep = slot.live(now);
-            if keep {
-                earliest = Some(earliest.map_or(slot.expires, |t| t.min(slot.expires)));
-            } else {
+            if !keep {
                 self.removed(slot);
+            } else if slot.is_claim() {
+                *claims += 1;
+                lower_to(claims_after, slot.expires);
+            } else {
+                lower_to(done_after, slot.expires);
             }
             keep
         });
-        shard.sweep_after = earliest;
         if shard.map.capacity() > 64 && shard.map.len() * 4 < shard.map.capacity() {
             let len = shard.map.len();
             shard.map.shrink_to(len * 2);
@@ -386,16 +447,17 @@ impl MemoryStore {
                 Entry::Occupied(mut e) => {
                     self.inner.removed(e.get());
                     self.inner.added(&slot);
-                    let expires = slot.expires;
+                    let (was_claim, expires) = (e.get().is_claim(), slot.expires);
                     **e.get_mut() = slot;
-                    Inner::note_expiry(&mut shard, expires);
+                    shard.untrack(was_claim);
+                    shard.track(true, expires);
                     return Ok(Claim::Acquired);
                 }
                 Entry::Vacant(v) if self.has_room() => {
                     self.inner.added(&slot);
                     let expires = slot.expires;
                     v.insert(Box::new(slot));
-                    Inner::note_expiry(&mut shard, expires);
+                    shard.track(true, expires);
                     return Ok(Claim::Acquired);
                 }
                 Entry::Vacant(_) => {}
@@ -421,7 +483,13 @@ impl MemoryStore {
     ) -> bool {
         enum Then {
             Refuse,
-            Done(Option<Instant>),
+            Nothing,
+            /// Written in place over a slot that was (or not) a claim.
+            Replaced {
+                was_claim: bool,
+                is_claim: bool,
+                expires: Instant,
+            },
             Insert(Slot),
             Remove,
         }
@@ -441,25 +509,33 @@ impl MemoryStore {
                 (Some(new), Some(old)) => {
                     self.inner.removed(old);
                     self.inner.added(&new);
-                    let expires = new.expires;
+                    let then = Then::Replaced {
+                        was_claim: old.is_claim(),
+                        is_claim: new.is_claim(),
+                        expires: new.expires,
+                    };
                     *old = new;
-                    Then::Done(Some(expires))
+                    then
                 }
                 (Some(new), None) => Then::Insert(new),
                 (None, Some(_)) => Then::Remove,
-                (None, None) => Then::Done(None),
+                (None, None) => Then::Nothing,
             }
         });
         match then {
             Then::Refuse => return false,
-            Then::Done(expires) => {
-                if let Some(expires) = expires {
-                    Inner::note_expiry(&mut shard, expires);
-                }
+            Then::Nothing => {}
+            Then::Replaced {
+                was_claim,
+                is_claim,
+                expires,
+            } => {
+                shard.untrack(was_claim);
+                shard.track(is_claim, expires);
             }
             Then::Insert(slot) => {
                 self.inner.added(&slot);
-                Inner::note_expiry(&mut shard, slot.expires);
+                shard.track(slot.is_claim(), slot.expires);
                 shard.map.insert(id.clone(), Box::new(slot));
             }
             Then::Remove => self.inner.remove(&mut shard, id),
@@ -692,5 +768,112 @@ mod tests {
         }
         assert_eq!(store.entry_count(), 1);
         assert_eq!(store.weighted_size(), ENTRY_OVERHEAD);
+    }
+
+    fn sweep_all(store: &MemoryStore, at: Instant) {
+        for i in 0..SHARDS {
+            store.inner.sweep(i, at);
+        }
+    }
+
+    fn response() -> Arc<StoredResponse> {
+        Arc::new(StoredResponse::new(201, vec![b'x'; 200]))
+    }
+
+    /// Abandoned claims and expired completed records are both reclaimed by
+    /// the sweep, while completed and renewed records around them stay.
+    #[test]
+    fn sweeping_tells_claims_from_completed_records() {
+        let store = MemoryStore::builder().build();
+        let fp = Fingerprint::of_bytes(b"x");
+        let short = Duration::from_millis(1);
+        let long = Duration::from_secs(3600);
+        let mut renewed = Vec::new();
+        for i in 0..600 {
+            let owner = OwnerToken::generate();
+            store.claim_now(&id(i), fp, owner, short).unwrap();
+            match i % 3 {
+                // Completed for an hour: kept.
+                0 => assert!(now(store.complete(&id(i), owner, fp, response(), long)).unwrap()),
+                // Renewed for an hour: kept.
+                1 => {
+                    assert!(now(store.renew(&id(i), owner, long)).unwrap());
+                    renewed.push(i);
+                }
+                // Abandoned: its lease runs out.
+                _ => {}
+            }
+        }
+        for i in 600..800 {
+            let owner = OwnerToken::generate();
+            store.claim_now(&id(i), fp, owner, long).unwrap();
+            // Completed, expiring at once.
+            assert!(now(store.complete(&id(i), owner, fp, response(), short)).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        sweep_all(&store, Instant::now());
+        assert_eq!(
+            store.entry_count(),
+            400,
+            "the abandoned and the expired are gone"
+        );
+        for i in 0..800 {
+            let kept = now(store.get(&id(i))).unwrap().is_some();
+            assert_eq!(kept, i < 600 && i % 3 != 2, "record {i}");
+        }
+        assert!(renewed.iter().all(|&i| matches!(
+            now(store.get(&id(i))).unwrap(),
+            Some(Record::InProgress { .. })
+        )));
+    }
+
+    /// Once every claim has completed with a long `ttl`, no shard is due for
+    /// a sweep before that `ttl` ends: a store of a million long-lived records
+    /// is not rescanned every cycle because their leases (long gone) were
+    /// once its earliest expiries.
+    #[test]
+    fn completed_long_lived_records_keep_shards_out_of_sweeps() {
+        let store = MemoryStore::builder().build();
+        let fp = Fingerprint::of_bytes(b"x");
+        for i in 0..2000 {
+            let owner = OwnerToken::generate();
+            store
+                .claim_now(&id(i), fp, owner, Duration::from_millis(1))
+                .unwrap();
+            assert!(now(store.complete(
+                &id(i),
+                owner,
+                fp,
+                response(),
+                Duration::from_secs(86_400)
+            ))
+            .unwrap());
+        }
+        let in_an_hour = Instant::now() + Duration::from_secs(3600);
+        let due = store
+            .inner
+            .shards
+            .iter()
+            .filter(|s| lock(s).may_hold_expired(in_an_hour))
+            .count();
+        assert_eq!(due, 0, "shards due for a sweep although nothing can expire");
+        // A claim left in progress makes its shard due once its lease ends.
+        store
+            .claim_now(
+                &id(5000),
+                fp,
+                OwnerToken::generate(),
+                Duration::from_millis(1),
+            )
+            .unwrap();
+        let due = store
+            .inner
+            .shards
+            .iter()
+            .filter(|s| lock(s).may_hold_expired(in_an_hour))
+            .count();
+        assert_eq!(due, 1);
+        sweep_all(&store, in_an_hour);
+        assert_eq!(store.entry_count(), 2000);
     }
 }
