@@ -67,6 +67,65 @@ async fn waiter_in_another_process_is_woken_by_the_completion() {
     );
 }
 
+/// A duplicate that waits only briefly must not end the publishing another,
+/// longer waiter still relies on: the long waiter (re-reading only every
+/// 60 s) is woken by the completion that comes after the short one gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_waiter_does_not_cut_a_long_waiters_wake_up() {
+    static BRIEF: HandlerConfig =
+        HandlerConfig::new("redis-wait").on_conflict(OnConflict::Wait(Duration::from_millis(300)));
+    let Some(server) = RedisServer::for_test() else {
+        return;
+    };
+    let prefix = unique("wait-short");
+    let runner = runtime_on(&server, &prefix, Duration::from_millis(500)).await;
+    let long = runtime_on(&server, &prefix, Duration::from_secs(60)).await;
+    let short = runtime_on(&server, &prefix, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = IdempotencyKey::parse(unique("k").as_bytes()).unwrap();
+    let fp = Fingerprint::of_bytes(b"pay 5");
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            runner
+                .run(&WAITING, None, &key, fp, || async {
+                    let _ = finished.await;
+                    StoredResponse::new(201, "paid once")
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            long.run(&WAITING, None, &key, fp, || async {
+                StoredResponse::new(201, "paid twice")
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let brief = short
+        .run(&BRIEF, None, &key, fp, || async {
+            StoredResponse::new(201, "paid three times")
+        })
+        .await;
+    assert_eq!(brief.unwrap_err().status, 409, "the brief waiter gives up");
+    // Past the brief waiter's wait: a mark it had shortened is gone now.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    finish.send(()).unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("woken by the notification, long before the 60 s re-read")
+        .unwrap()
+        .expect("an answer");
+    assert!(second.is_replay());
+    assert_eq!(second.response().body.as_deref(), Some(&b"paid once"[..]));
+    assert!(!first.await.unwrap().unwrap().is_replay());
+}
+
 /// `PUBLISH` commands Redis has run.
 fn publishes(server: &RedisServer) -> u64 {
     String::from_utf8_lossy(&server.raw(&[b"INFO", b"commandstats"]))

@@ -1,11 +1,12 @@
 //! The Redis store: records shared by every process that uses the same Redis.
 //!
-//! Each record is one Redis string at `<prefix>:<scope>:<hex SHA-256 of
-//! principal and key>`, holding the record's binary encoding
+//! Each record is one Redis string at `<prefix>:<scope>:{<hex SHA-256 of
+//! principal and key>}` (the braces are a Redis Cluster hash tag), holding the record's binary encoding
 //! ([`Record::encode`]) and expiring with it (`PX`): the lease for a claim,
-//! the TTL for a completed response. Every operation touches exactly that one
-//! key, in one round trip; the ones that must compare the owner first do so in
-//! a Lua script, so the comparison and the write are one atomic step. See
+//! the TTL for a completed response. Every operation touches that key (and
+//! `<key>:watching`, in the same cluster slot, which says a duplicate waits
+//! for it) in one round trip; the ones that must compare the owner first do
+//! so in a Lua script, so the comparison and the write are one atomic step. See
 //! `docs/design/0005-redis-store.md`.
 //!
 //! What is guaranteed, and what is not (details and operating advice in the
@@ -79,6 +80,16 @@ end
 return 0
 ";
 
+/// Watch: mark that a duplicate waits for the record, for at least ARGV[1]
+/// ms. Never shortens the mark: a waiter with a short wait must not end the
+/// publishing another, longer waiter still relies on.
+const WATCH: &str = r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+";
+
 /// Delete (operators): delete whatever is there, and wake waiters.
 const DELETE: &str = r"
 local n = redis.call('DEL', KEYS[1])
@@ -148,6 +159,7 @@ struct Inner {
     complete: Script,
     release: Script,
     delete: Script,
+    watch: Script,
 }
 
 /// Where the store connects.
@@ -257,6 +269,7 @@ impl RedisStoreBuilder {
                 complete: script(COMPLETE),
                 release: script(RELEASE),
                 delete: Script::new(DELETE),
+                watch: Script::new(WATCH),
             }),
         })
     }
@@ -594,7 +607,8 @@ impl Store for RedisStore {
         }
     }
 
-    /// `SET <key>:watching 1 PX <for>`: from now on the record's completion,
+    /// Sets `<key>:watching` to live at least `for_` (a script: it never
+    /// shortens another waiter's mark): from now on the record's completion,
     /// release or deletion is published.
     fn watch(
         &self,
@@ -604,12 +618,11 @@ impl Store for RedisStore {
         let key = self.watching_key_of(id);
         async move {
             self.run(async |c| {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("PX")
+                self.inner
+                    .watch
+                    .key(&key)
                     .arg(millis(for_))
-                    .query_async::<()>(c)
+                    .invoke_async::<()>(c)
                     .await
             })
             .await
