@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use idempotent_runtime::store::memory::MemoryStore;
 use idempotent_runtime::store::redis::RedisStore;
-use idempotent_runtime::store::{Claim, Store, StoreError};
+use idempotent_runtime::store::{ChangeListener, Claim, Store, StoreError};
 use idempotent_runtime::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 use crate::redis_server::{RedisCluster as Cluster, RedisServer};
@@ -155,6 +155,24 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.delete(id).await,
             AnyStore::Redis(s, _) => s.delete(id).await,
             AnyStore::Cluster(s, _) => s.delete(id).await,
+        }
+    }
+
+    // Forwarded too, so that the suite's waiters on Redis are woken the way
+    // an application's are (published changes), not only by re-reading.
+    async fn watch(&self, id: &RecordId, for_: Duration) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.watch(id, for_).await,
+            AnyStore::Redis(s, _) => s.watch(id, for_).await,
+            AnyStore::Cluster(s, _) => s.watch(id, for_).await,
+        }
+    }
+
+    fn subscribe(&self, on_change: ChangeListener) {
+        match self {
+            AnyStore::Memory(s) => s.subscribe(on_change),
+            AnyStore::Redis(s, _) => s.subscribe(on_change),
+            AnyStore::Cluster(s, _) => s.subscribe(on_change),
         }
     }
 }
