@@ -986,6 +986,16 @@ pub(crate) fn handler_failed() -> Problem {
     )
 }
 
+/// A panic in the life cycle outside the handler (a store's, most likely).
+pub(crate) fn lifecycle_failed() -> Problem {
+    Problem::new(
+        500,
+        "idempotency-failed",
+        "Idempotency bookkeeping failed",
+        "recording the request's outcome failed unexpectedly; its key may stay reserved until its lease ends".into(),
+    )
+}
+
 fn missing_principal(from: &str) -> Problem {
     Problem::new(
         400,
@@ -1042,10 +1052,14 @@ pub(crate) fn display_header(lowercase: &str) -> String {
 /// away): the handler then still finishes and its response is stored.
 /// Spawning every handler up front did the same at the price of a task
 /// allocation and two task switches per request.
-pub(crate) async fn finish_even_if_dropped<F>(fut: F) -> F::Output
+///
+/// A panic outside the handler (whose own panics the life cycle catches),
+/// say in a store, answers [`lifecycle_failed`] rather than unwinding
+/// through the connection.
+pub(crate) async fn finish_even_if_dropped<F, T>(fut: F) -> F::Output
 where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
+    F: Future<Output = Result<T, Problem>> + Send + 'static,
+    T: Send + 'static,
 {
     Detach {
         fut: Some(Box::pin(fut)),
@@ -1057,10 +1071,10 @@ where
 /// [`finish_even_if_dropped`] for a `!Send` future on a local task set
 /// (actix workers): handed to `tokio::task::spawn_local`.
 #[cfg(feature = "actix")]
-pub(crate) async fn finish_even_if_dropped_local<F>(fut: F) -> F::Output
+pub(crate) async fn finish_even_if_dropped_local<F, T>(fut: F) -> F::Output
 where
-    F: Future + 'static,
-    F::Output: 'static,
+    F: Future<Output = Result<T, Problem>> + 'static,
+    T: 'static,
 {
     Detach {
         fut: Some(Box::pin(fut)),
@@ -1074,7 +1088,7 @@ struct Detach<F: Future> {
     spawn: fn(Pin<Box<F>>),
 }
 
-impl<F: Future> Future for Detach<F> {
+impl<F: Future<Output = Result<T, Problem>>, T> Future for Detach<F> {
     type Output = F::Output;
 
     fn poll(
@@ -1084,7 +1098,13 @@ impl<F: Future> Future for Detach<F> {
         let Some(fut) = self.fut.as_mut() else {
             return std::task::Poll::Pending;
         };
-        let out = std::task::ready!(fut.as_mut().poll(cx));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        let out = match polled {
+            Ok(std::task::Poll::Pending) => return std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => out,
+            // Dropped here, not handed to a task that would poll it again.
+            Err(_) => Err(lifecycle_failed()),
+        };
         self.fut = None;
         std::task::Poll::Ready(out)
     }
@@ -1152,6 +1172,86 @@ mod tests {
             "woken after {waited:?}: by polling, not by the notification"
         );
         assert!(!first.await.unwrap().unwrap().is_replay());
+    }
+
+    /// A store that panics on its first completion, as a buggy custom store
+    /// might.
+    #[cfg(feature = "memory")]
+    struct PanicsOnce(
+        crate::store::memory::MemoryStore,
+        std::sync::atomic::AtomicBool,
+    );
+
+    #[cfg(feature = "memory")]
+    impl Store for PanicsOnce {
+        async fn claim(
+            &self,
+            id: &RecordId,
+            fingerprint: Fingerprint,
+            owner: OwnerToken,
+            lease: Duration,
+        ) -> Result<Claim, StoreError> {
+            Store::claim(&self.0, id, fingerprint, owner, lease).await
+        }
+        async fn renew(
+            &self,
+            id: &RecordId,
+            owner: OwnerToken,
+            lease: Duration,
+        ) -> Result<bool, StoreError> {
+            Store::renew(&self.0, id, owner, lease).await
+        }
+        async fn complete(
+            &self,
+            id: &RecordId,
+            owner: OwnerToken,
+            fingerprint: Fingerprint,
+            response: Arc<StoredResponse>,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("a store bug");
+            }
+            Store::complete(&self.0, id, owner, fingerprint, response, ttl).await
+        }
+        async fn release(&self, id: &RecordId, owner: OwnerToken) -> Result<bool, StoreError> {
+            Store::release(&self.0, id, owner).await
+        }
+        async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+            Store::get(&self.0, id).await
+        }
+        async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
+            Store::delete(&self.0, id).await
+        }
+    }
+
+    /// A panic in the store, outside the handler, answers a 500 problem
+    /// instead of unwinding through the caller, and the runtime keeps serving.
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn a_store_panic_answers_a_problem() {
+        static CFG: HandlerConfig = HandlerConfig::new("store-panic");
+        let idem = Idempotency::new(PanicsOnce(
+            crate::store::memory::MemoryStore::default(),
+            Default::default(),
+        ));
+        let fp = Fingerprint::of_bytes(b"x");
+        let run = |key: &'static str| {
+            let idem = idem.clone();
+            async move {
+                let key = IdempotencyKey::parse(key.as_bytes()).unwrap();
+                idem.run(&CFG, None, &key, fp, || async {
+                    StoredResponse::new(201, "paid")
+                })
+                .await
+            }
+        };
+        let failed = tokio::spawn(run("k1")).await.expect("no panic escapes");
+        let problem = failed.expect_err("a problem answer");
+        assert_eq!((problem.status, problem.kind), (500, "idempotency-failed"));
+        let next = run("k2").await.expect("the next request is served");
+        assert!(!next.is_replay());
+        assert_eq!(next.response().status, 201);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | <a id="request-unreadable"></a>`#request-unreadable` | 400 | the body could not be read |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used with a different request (method, path, query or body) |
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler panicked; its claim was released |
+//! | <a id="idempotency-failed"></a>`#idempotency-failed` | 500 | the life cycle panicked outside the handler (a store's bug, most likely); the key may stay reserved until its lease ends |
 //! | <a id="record-unreadable"></a>`#record-unreadable` | 500 | the stored record cannot be decoded |
 //! | <a id="no-store"></a>`#no-store` | 500 | no store is installed for this handler (not under the app's `IdempotencyLayer`, or no `memory` feature) |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the store is unreachable or slow; the handler did not run (with `Retry-After`) |
