@@ -122,6 +122,9 @@ pub trait HeaderLookup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeated;
 
+/// The shortest lease a handler gets: one second.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
 /// The options of one idempotent handler: what `#[idempotent(...)]` sets, also
 /// usable directly with the plain API ([`Idempotency::run`](crate::Idempotency::run)).
 ///
@@ -179,9 +182,17 @@ impl HandlerConfig {
         self.ttl = ttl;
         self
     }
-    /// How long a claim lives without renewal; renewed while the handler runs.
+    /// How long a claim lives without renewal; renewed every third of it
+    /// while the handler runs. At least [`MIN_LEASE`] (shorter values are
+    /// raised to it, as the macro requires): renewals are checked on a shared
+    /// 50 ms tick, which a shorter lease could outrun, letting a duplicate
+    /// take over a claim whose handler still runs.
     pub const fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = if lease.as_nanos() < MIN_LEASE.as_nanos() {
+            MIN_LEASE
+        } else {
+            lease
+        };
         self
     }
     /// Whether a request without a key is refused (400) or run without
@@ -245,5 +256,20 @@ impl Default for Limits {
             max_response_body: 1024 * 1024,
             max_key_len: crate::key::DEFAULT_MAX_KEY_LEN,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease the renewal tick could outrun is raised to the minimum; longer
+    /// ones are kept as given.
+    #[test]
+    fn leases_are_at_least_the_minimum() {
+        let short = HandlerConfig::new("s").lease(Duration::from_millis(100));
+        assert_eq!(short.lease, MIN_LEASE);
+        let long = HandlerConfig::new("s").lease(Duration::from_millis(1500));
+        assert_eq!(long.lease, Duration::from_millis(1500));
     }
 }

@@ -55,7 +55,9 @@ pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
 
-pub use config::{CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead};
+pub use config::{
+    CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead, MIN_LEASE,
+};
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
 pub use lifecycle::{Idempotency, IdempotencyBuilder, Outcome};
