@@ -47,20 +47,14 @@ use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{
-    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER,
-};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
-use bytes::Bytes;
-use futures_util::StreamExt;
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
-use crate::lifecycle::{
-    capture_body, handler_failed, replayable_headers, Begin, CapturedBody, ResponsePolicy,
-};
+use crate::lifecycle::{finish_even_if_dropped_local, Exchange, Framework, ResponsePolicy, Step};
 use crate::problem::{self, Problem};
-use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
+use crate::{Idempotency, StoredResponse};
 
 /// `#[idempotent]` for actix-web handlers.
 #[cfg(feature = "macros")]
@@ -107,159 +101,92 @@ fn idempotency_of(req: &HttpRequest) -> Result<Idempotency, Problem> {
     Idempotency::fallback("add `.app_data(idempotency.clone())` to the App (build the `Idempotency` once, outside the `HttpServer::new` factory)")
 }
 
-/// What the life cycle needs once the key is read and the body buffered.
-struct Ctx {
-    idempotency: Idempotency,
-    config: &'static HandlerConfig,
-    ticket: Option<(RecordId, Fingerprint)>,
-}
-
 /// Reads the key (and principal) and, when there is one, the body for the
 /// fingerprint; returns a payload refilled from the buffered body.
 async fn prepare(
     config: &'static HandlerConfig,
     req: &HttpRequest,
-    mut payload: Payload,
-) -> Result<(Ctx, Payload), HttpResponse> {
+    payload: Payload,
+) -> Result<(Exchange, Payload), HttpResponse> {
     let idempotency = idempotency_of(req).map_err(problem_response)?;
     let query = Some(req.query_string()).filter(|q| !q.is_empty());
     let head = RequestHead::new(req.method().as_str(), req.path(), query, req.headers());
-    let Some(id) = idempotency
-        .identify(config, &head)
-        .map_err(problem_response)?
-    else {
-        let ctx = Ctx {
-            idempotency,
-            config,
-            ticket: None,
-        };
+    let mut ctx = Exchange::identify(idempotency, config, &head).map_err(problem_response)?;
+    if !ctx.needs_body() {
         return Ok((ctx, payload));
-    };
-    let limit = idempotency.limits().max_request_body;
-    let too_large = || {
-        problem_response(Problem::new(
-            413,
-            "request-too-large",
-            "Request body too large",
-            format!("the request body is larger than the {limit}-byte limit"),
-        ))
-    };
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            return Err(problem_response(Problem::new(
-                400,
-                "request-unreadable",
-                "Request body unreadable",
-                "the request body could not be read".into(),
-            )));
-        };
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let body = Bytes::from(body);
-    let fingerprint = Fingerprint::of_request(req.method().as_str(), req.path(), query, &body);
-    let ctx = Ctx {
-        idempotency,
-        config,
-        ticket: Some((id, fingerprint)),
-    };
+    let body = ctx.read_body(payload).await.map_err(problem_response)?;
+    ctx.fingerprint(req.method().as_str(), req.path(), query, &body);
     Ok((ctx, Payload::from(body)))
 }
 
 /// Runs a handler through the life cycle and answers.
-async fn execute<Fut>(ctx: Ctx, handler: Fut) -> HttpResponse
+async fn execute<Fut>(ctx: Exchange, handler: Fut) -> HttpResponse
 where
     Fut: Future<Output = HttpResponse> + 'static,
 {
-    let Some((id, fingerprint)) = ctx.ticket else {
-        return handler.await;
-    };
-    match ctx.idempotency.begin(ctx.config, id, fingerprint).await {
-        Begin::Replay(stored) => replay(&stored, ctx.config),
-        Begin::Refuse(p) => problem_response(p),
-        Begin::Run(claimed) => {
-            let policy = claimed.policy();
-            let task = claimed.run(async move { capture(handler.await, policy).await });
-            // Handed to a task on this worker if the client goes away, so
-            // that the handler finishes and its response is stored.
-            let task = tracing::Instrument::in_current_span(task);
-            match crate::lifecycle::finish_even_if_dropped_local(task).await {
-                Ok(response) => response,
-                Err(p) => problem_response(p),
+    match ctx.start::<Actix, _>(handler).await {
+        Step::Answer(response) => response,
+        Step::Plain(handler) => handler.await,
+        // Handed to a task on this worker if the client goes away, so
+        // that the handler finishes and its response is stored.
+        Step::Run(task) => finish_even_if_dropped_local(task)
+            .await
+            .unwrap_or_else(problem_response),
+    }
+}
+
+/// actix-web's side of the shared exchange.
+struct Actix;
+
+impl Framework for Actix {
+    type Response = HttpResponse;
+
+    fn problem(problem: Problem) -> HttpResponse {
+        problem_response(problem)
+    }
+
+    fn replay(stored: &StoredResponse, replay_header: &'static str) -> HttpResponse {
+        let mut b = HttpResponse::build(
+            StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        for (name, value) in &stored.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                b.append_header((n, v));
             }
         }
-    }
-}
-
-type BodyError = Box<dyn std::error::Error>;
-
-/// Splits a handler's response into what the client gets and what is stored.
-async fn capture(
-    response: HttpResponse,
-    policy: ResponsePolicy,
-) -> (HttpResponse, Option<Arc<StoredResponse>>) {
-    let status = response.status().as_u16();
-    let cache_control = response
-        .headers()
-        .get_all(CACHE_CONTROL)
-        .map(HeaderValue::as_bytes);
-    if !policy.stores(status, cache_control) {
-        return (response, None);
-    }
-    let headers = replayable_headers(
-        response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes())),
-    );
-    let (head, mut body) = response.into_parts();
-    let chunks = futures_util::stream::poll_fn(move |cx| Pin::new(&mut body).poll_next(cx));
-    let captured = capture_body(chunks, policy.max_body).await;
-    let stored = Arc::new(StoredResponse {
-        status,
-        headers,
-        body: captured.stored(),
-    });
-    let live = match captured {
-        CapturedBody::Complete(bytes) => BoxBody::new(bytes),
-        CapturedBody::TooLarge { read, rest } => BoxBody::new(actix_web::body::BodyStream::new(
-            futures_util::stream::iter(read.into_iter().map(Ok::<_, BodyError>)).chain(rest),
-        )),
-        CapturedBody::Failed { read, error } => BoxBody::new(actix_web::body::BodyStream::new(
-            futures_util::stream::iter(read.into_iter().map(Ok::<_, BodyError>)).chain(
-                futures_util::stream::once(async move { Err::<Bytes, BodyError>(error) }),
-            ),
-        )),
-    };
-    (head.set_body(live), Some(stored))
-}
-
-fn replay(stored: &StoredResponse, config: &HandlerConfig) -> HttpResponse {
-    let mut b = HttpResponse::build(
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    );
-    for (name, value) in &stored.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_maybe_shared(value.clone()),
-        ) {
-            b.append_header((n, v));
+        if let Ok(n) = HeaderName::from_bytes(replay_header.as_bytes()) {
+            b.insert_header((n, HeaderValue::from_static("true")));
         }
+        b.body(stored.body.clone().unwrap_or_default())
     }
-    if let Ok(n) = HeaderName::from_bytes(config.replay_header.as_bytes()) {
-        b.insert_header((n, HeaderValue::from_static("true")));
+
+    async fn capture(
+        response: HttpResponse,
+        policy: ResponsePolicy,
+    ) -> (HttpResponse, Option<Arc<StoredResponse>>) {
+        let status = response.status().as_u16();
+        let headers = || {
+            response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        };
+        let Some(headers) = policy.headers_to_store(status, headers) else {
+            return (response, None);
+        };
+        let (head, mut body) = response.into_parts();
+        let chunks = futures_util::stream::poll_fn(move |cx| Pin::new(&mut body).poll_next(cx));
+        let (stored, live) = policy.capture(status, headers, chunks).await;
+        let live = match live {
+            Ok(whole) => BoxBody::new(whole),
+            Err(stream) => BoxBody::new(actix_web::body::BodyStream::new(stream)),
+        };
+        (head.set_body(live), Some(stored))
     }
-    b.body(stored.body.clone().unwrap_or_default())
 }
 
 /// Makes every request under it idempotent with one set of options: the same
@@ -351,7 +278,7 @@ where
             let lent = slot.clone();
             let response = execute(ctx, async move {
                 let Lent::Request(req) = lent.replace(Lent::Gone) else {
-                    return problem_response(handler_failed());
+                    return problem_response(Problem::handler_failed());
                 };
                 match service.call(ServiceRequest::from_parts(req, payload)).await {
                     Ok(res) => {

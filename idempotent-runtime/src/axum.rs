@@ -31,17 +31,14 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
-
-use crate::lifecycle::{capture_body, replayable_headers, Begin, CapturedBody, ResponsePolicy};
+use crate::lifecycle::{finish_even_if_dropped, Exchange, Framework, ResponsePolicy, Step};
 use crate::problem::{self, Problem};
-use crate::{Fingerprint, Idempotency, RecordId, StoredResponse};
+use crate::{Idempotency, StoredResponse};
+
 /// `#[idempotent]` for axum handlers.
 #[cfg(feature = "macros")]
 #[doc(inline)]
@@ -245,149 +242,104 @@ fn original_uri(parts: &http::request::Parts) -> &http::Uri {
 
 /// Reads the key (and principal) and, when there is one, the body for the
 /// fingerprint. Returns the request rebuilt around the buffered body.
-async fn prepare(config: &'static HandlerConfig, req: Request) -> Result<(Ctx, Request), Response> {
+async fn prepare(
+    config: &'static HandlerConfig,
+    req: Request,
+) -> Result<(Exchange, Request), Response> {
     let (parts, body) = req.into_parts();
     let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
     let uri = original_uri(&parts).clone();
     // `?` with nothing after it is no query, as on actix.
     let query = uri.query().filter(|q| !q.is_empty());
-    let id = {
+    let mut ctx = {
         let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
-        idempotency
-            .identify(config, &head)
-            .map_err(IntoResponse::into_response)?
+        Exchange::identify(idempotency, config, &head).map_err(IntoResponse::into_response)?
     };
-    let Some(id) = id else {
-        let ctx = Ctx {
-            idempotency,
-            config,
-            ticket: None,
-        };
+    if !ctx.needs_body() {
         return Ok((ctx, Request::from_parts(parts, body)));
-    };
-    let limit = idempotency.limits().max_request_body;
-    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Problem::new(
-                413,
-                "request-too-large",
-                "Request body too large",
-                format!("the request body is larger than the {limit}-byte limit"),
-            )
-            .into_response())
-        }
-        Err(_) => {
-            return Err(Problem::new(
-                400,
-                "request-unreadable",
-                "Request body unreadable",
-                "the request body could not be read".into(),
-            )
-            .into_response())
-        }
-    };
-    let fingerprint = Fingerprint::of_request(parts.method.as_str(), uri.path(), query, &bytes);
-    let ctx = Ctx {
-        idempotency,
-        config,
-        ticket: Some((id, fingerprint)),
-    };
+    }
+    let bytes = ctx
+        .read_body(body.into_data_stream())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    ctx.fingerprint(parts.method.as_str(), uri.path(), query, &bytes);
     Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
 }
 
-/// What the life cycle needs after extraction.
-#[doc(hidden)]
-pub struct Ctx {
-    idempotency: Idempotency,
-    config: &'static HandlerConfig,
-    ticket: Option<(RecordId, Fingerprint)>,
-}
-
 /// Runs a handler through the life cycle and answers.
-async fn execute<Fut, R>(ctx: Ctx, handler: Fut) -> Response
+async fn execute<Fut, R>(ctx: Exchange, handler: Fut) -> Response
 where
     Fut: Future<Output = R> + Send + 'static,
     R: IntoResponse,
 {
-    let Some((id, fingerprint)) = ctx.ticket else {
-        return handler.await.into_response();
-    };
-    match ctx.idempotency.begin(ctx.config, id, fingerprint).await {
-        Begin::Replay(stored) => replay(&stored, ctx.config),
-        Begin::Refuse(problem) => problem.into_response(),
-        Begin::Run(claimed) => {
-            let policy = claimed.policy();
-            let task =
-                claimed.run(async move { capture(handler.await.into_response(), policy).await });
-            // The handler finishes and its response is stored even when the
-            // client goes away and this future is dropped.
-            let task = tracing::Instrument::in_current_span(task);
-            match crate::lifecycle::finish_even_if_dropped(task).await {
-                Ok(response) => response,
-                Err(problem) => problem.into_response(),
+    match ctx
+        .start::<Axum, _>(async move { handler.await.into_response() })
+        .await
+    {
+        Step::Answer(response) => response,
+        Step::Plain(handler) => handler.await,
+        // The handler finishes and its response is stored even when the
+        // client goes away and this future is dropped.
+        Step::Run(task) => finish_even_if_dropped(task)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+/// axum's side of the shared exchange.
+struct Axum;
+
+impl Framework for Axum {
+    type Response = Response;
+
+    fn problem(problem: Problem) -> Response {
+        problem.into_response()
+    }
+
+    fn replay(stored: &StoredResponse, replay_header: &'static str) -> Response {
+        let mut r = Response::new(Body::from(stored.body.clone().unwrap_or_default()));
+        *r.status_mut() =
+            StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = r.headers_mut();
+        for (name, value) in &stored.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                h.append(n, v);
             }
         }
+        if let Ok(n) = HeaderName::from_bytes(replay_header.as_bytes()) {
+            h.insert(n, HeaderValue::from_static("true"));
+        }
+        r
     }
-}
 
-/// Splits a handler's response into what the client gets and what is stored.
-async fn capture(
-    response: Response,
-    policy: ResponsePolicy,
-) -> (Response, Option<Arc<StoredResponse>>) {
-    let (parts, body) = response.into_parts();
-    let cache_control = parts.headers.get_all(CACHE_CONTROL);
-    if !policy.stores(
-        parts.status.as_u16(),
-        cache_control.iter().map(HeaderValue::as_bytes),
-    ) {
-        return (Response::from_parts(parts, body), None);
+    async fn capture(
+        response: Response,
+        policy: ResponsePolicy,
+    ) -> (Response, Option<Arc<StoredResponse>>) {
+        let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let headers = || {
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        };
+        let Some(headers) = policy.headers_to_store(status, headers) else {
+            return (Response::from_parts(parts, body), None);
+        };
+        // Trailers are not stored (axum handlers rarely send them).
+        let (stored, live) = policy
+            .capture(status, headers, body.into_data_stream())
+            .await;
+        let live = match live {
+            Ok(whole) => Body::from(whole),
+            Err(stream) => Body::from_stream(stream),
+        };
+        (Response::from_parts(parts, live), Some(stored))
     }
-    let headers = replayable_headers(
-        parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes())),
-    );
-    // Trailers are not stored (axum handlers rarely send them).
-    let captured = capture_body(body.into_data_stream(), policy.max_body).await;
-    let stored = Arc::new(StoredResponse {
-        status: parts.status.as_u16(),
-        headers,
-        body: captured.stored(),
-    });
-    let live = match captured {
-        CapturedBody::Complete(bytes) => Body::from(bytes),
-        CapturedBody::TooLarge { read, rest } => {
-            Body::from_stream(futures_util::stream::iter(read.into_iter().map(Ok)).chain(rest))
-        }
-        CapturedBody::Failed { read, error } => {
-            Body::from_stream(futures_util::stream::iter(read.into_iter().map(Ok)).chain(
-                futures_util::stream::once(async move { Err::<Bytes, _>(error) }),
-            ))
-        }
-    };
-    (Response::from_parts(parts, live), Some(stored))
-}
-
-fn replay(stored: &StoredResponse, config: &HandlerConfig) -> Response {
-    let mut r = Response::new(Body::from(stored.body.clone().unwrap_or_default()));
-    *r.status_mut() =
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    for (name, value) in &stored.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_maybe_shared(value.clone()),
-        ) {
-            h.append(n, v);
-        }
-    }
-    if let Ok(n) = HeaderName::from_bytes(config.replay_header.as_bytes()) {
-        h.insert(n, HeaderValue::from_static("true"));
-    }
-    r
 }
 
 /// What `#[idempotent]` handlers compile to on axum. Not public API.
@@ -395,8 +347,10 @@ fn replay(stored: &StoredResponse, config: &HandlerConfig) -> Response {
 pub mod __private {
     use super::*;
 
-    pub use super::Ctx;
     pub use axum::response::Response;
+
+    /// The request's place in the life cycle, from [`Extract`] to [`run`].
+    pub struct Ctx(Exchange);
 
     /// Wraps the handler's last extractor `E` (a body extractor such as `Json`,
     /// or any parts extractor, or `()`): reads the key, buffers the body for
@@ -434,7 +388,7 @@ pub mod __private {
                 .await
                 .map_err(IntoResponse::into_response)?;
             Ok(Self {
-                ctx,
+                ctx: Ctx(ctx),
                 inner,
                 _spec: PhantomData,
             })
@@ -448,6 +402,6 @@ pub mod __private {
         Fut: Future<Output = R> + Send + 'static,
         R: IntoResponse,
     {
-        execute(ctx, handler()).await
+        execute(ctx.0, handler()).await
     }
 }

@@ -154,7 +154,7 @@ pub struct HandlerConfig {
 }
 
 impl HandlerConfig {
-    /// The defaults of SPEC §3 under `scope`: header `Idempotency-Key`, TTL 24 h,
+    /// The defaults under `scope`: header `Idempotency-Key`, TTL 24 h,
     /// lease 30 s, key required, duplicates rejected with 409, every response
     /// stored, replays marked `Idempotent-Replayed: true`, no principal.
     pub const fn new(scope: &'static str) -> Self {
@@ -226,18 +226,28 @@ impl HandlerConfig {
     pub const fn scope(&self) -> &'static str {
         self.scope
     }
-    /// The key header (lowercase).
-    pub const fn key_header(&self) -> &'static str {
+    /// The key header (lowercase), as set by [`header`](Self::header).
+    pub const fn header_name(&self) -> &'static str {
         self.header
     }
-    /// The replay header (lowercase).
+    /// The replay header (lowercase), as set by
+    /// [`replay_header`](Self::replay_header).
     pub const fn replay_header_name(&self) -> &'static str {
         self.replay_header
     }
 }
 
-/// Limits that protect the server (SPEC §8).
+/// Limits that protect the server.
+///
+/// ```
+/// use idempotent_runtime::Limits;
+///
+/// let limits = Limits::default().max_request_body(64 * 1024).max_key_len(64);
+/// assert_eq!(limits.max_request_body, 64 * 1024);
+/// assert_eq!(limits.max_response_body, 1024 * 1024);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest request body read for fingerprinting (default 1 MiB); larger
     /// requests get 413.
@@ -247,6 +257,24 @@ pub struct Limits {
     pub max_response_body: usize,
     /// Longest key accepted (default 255).
     pub max_key_len: usize,
+}
+
+impl Limits {
+    /// Sets [`max_request_body`](Self::max_request_body).
+    pub const fn max_request_body(mut self, bytes: usize) -> Self {
+        self.max_request_body = bytes;
+        self
+    }
+    /// Sets [`max_response_body`](Self::max_response_body).
+    pub const fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+    /// Sets [`max_key_len`](Self::max_key_len).
+    pub const fn max_key_len(mut self, chars: usize) -> Self {
+        self.max_key_len = chars;
+        self
+    }
 }
 
 impl Default for Limits {

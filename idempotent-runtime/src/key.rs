@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// The longest key accepted by default, in characters (SPEC §8).
+/// The longest key accepted by default, in characters.
 pub const DEFAULT_MAX_KEY_LEN: usize = 255;
 
 /// A validated idempotency key: 1 to 255 visible ASCII characters.

@@ -42,6 +42,7 @@
 // Request parsing helpers are used by the adapters only.
 #![cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
 
+mod background;
 mod config;
 mod fingerprint;
 mod key;
@@ -61,7 +62,6 @@ pub use config::{
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
 pub use lifecycle::{Idempotency, IdempotencyBuilder, Outcome};
-pub use problem::Problem;
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 
 /// Makes a handler idempotent (see the crate docs).

@@ -22,6 +22,9 @@
 
 use std::fmt::Write;
 
+use crate::key::KeyError;
+use crate::store::StoreError;
+
 /// The `Content-Type` of problem answers.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -31,6 +34,7 @@ const TYPE_BASE: &str =
 /// One problem answer: the status, the kind, a human-readable detail, and a
 /// `Retry-After` in seconds where retrying makes sense.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Problem {
     /// HTTP status.
     pub status: u16,
@@ -45,12 +49,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(crate) fn new(
-        status: u16,
-        kind: &'static str,
-        title: &'static str,
-        detail: String,
-    ) -> Self {
+    fn new(status: u16, kind: &'static str, title: &'static str, detail: String) -> Self {
         Self {
             status,
             kind,
@@ -60,7 +59,7 @@ impl Problem {
         }
     }
 
-    pub(crate) fn retry_after(mut self, secs: u32) -> Self {
+    fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self
     }
@@ -82,6 +81,193 @@ impl Problem {
         s.push('}');
         s
     }
+}
+
+// The catalogue: one constructor per row of the table above, in its order.
+// Adapters and the life cycle answer through these and nothing else.
+impl Problem {
+    /// `#missing-key`: the key header `header` (lowercase) is absent.
+    pub(crate) fn missing_key(header: &str) -> Self {
+        Self::new(
+            400,
+            "missing-key",
+            "Missing idempotency key",
+            format!(
+                "this endpoint requires the `{}` header",
+                display_header(header)
+            ),
+        )
+    }
+
+    /// `#invalid-key`: the key could not be parsed.
+    pub(crate) fn invalid_key(why: &KeyError) -> Self {
+        Self::new(
+            400,
+            "invalid-key",
+            "Invalid idempotency key",
+            why.to_string(),
+        )
+    }
+
+    /// `#invalid-key`: the key header `header` was sent more than once.
+    pub(crate) fn repeated_key(header: &str) -> Self {
+        Self::new(
+            400,
+            "invalid-key",
+            "Invalid idempotency key",
+            format!(
+                "the `{}` header was sent more than once",
+                display_header(header)
+            ),
+        )
+    }
+
+    /// `#missing-principal`: no caller could be read from `from`.
+    pub(crate) fn missing_principal(from: &str) -> Self {
+        Self::new(
+            400,
+            "missing-principal",
+            "Missing principal",
+            format!("idempotency keys of this endpoint belong to a caller, but no caller could be read from {from}"),
+        )
+    }
+
+    /// `#missing-principal`, for a principal read from the header `header`.
+    pub(crate) fn missing_principal_header(header: &str) -> Self {
+        Self::missing_principal(&format!(
+            "the `{}` header (absent, repeated or not text)",
+            display_header(header)
+        ))
+    }
+
+    /// `#request-in-progress`: the first request still runs; `waited` when
+    /// this one waited for it (`on_conflict = "wait"`) in vain.
+    pub(crate) fn request_in_progress(waited: bool) -> Self {
+        Self::new(
+            409,
+            "request-in-progress",
+            "Request in progress",
+            if waited {
+                "a request with this idempotency key is still running after waiting for it; retry later".into()
+            } else {
+                "a request with this idempotency key is still running; retry later".into()
+            },
+        )
+        .retry_after(1)
+    }
+
+    /// `#response-not-stored`: the request ran (with `status`) but its
+    /// response was not kept.
+    pub(crate) fn response_not_stored(status: u16) -> Self {
+        Self::new(
+            410,
+            "response-not-stored",
+            "Response not stored",
+            format!(
+                "the request with this key already ran (status {status}) but its response was not kept (larger than the storage limit, or its body failed while being sent), so it cannot be replayed; it will not run again"
+            ),
+        )
+    }
+
+    /// `#request-too-large`: the body is over `limit` bytes.
+    pub(crate) fn request_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "request-too-large",
+            "Request body too large",
+            format!("the request body is larger than the {limit}-byte limit"),
+        )
+    }
+
+    /// `#request-unreadable`: reading the body failed.
+    pub(crate) fn request_unreadable() -> Self {
+        Self::new(
+            400,
+            "request-unreadable",
+            "Request body unreadable",
+            "the request body could not be read".into(),
+        )
+    }
+
+    /// `#key-reused`: the key's record has another fingerprint.
+    pub(crate) fn key_reused() -> Self {
+        Self::new(
+            422,
+            "key-reused",
+            "Idempotency key reused",
+            "this idempotency key was already used with a different request (method, path, query or body); use a new key for a new request".into(),
+        )
+    }
+
+    /// `#handler-failed`: the handler panicked.
+    pub(crate) fn handler_failed() -> Self {
+        Self::new(
+            500,
+            "handler-failed",
+            "Handler failed",
+            "the handler panicked; nothing was stored and the idempotency key is free again".into(),
+        )
+    }
+
+    /// `#idempotency-failed`: a panic in the life cycle outside the handler
+    /// (a store's, most likely).
+    pub(crate) fn idempotency_failed() -> Self {
+        Self::new(
+            500,
+            "idempotency-failed",
+            "Idempotency bookkeeping failed",
+            "recording the request's outcome failed unexpectedly; its key may stay reserved until its lease ends".into(),
+        )
+    }
+
+    /// `#no-store`: no store is installed; `why` says how to install one.
+    pub(crate) fn no_store(why: String) -> Self {
+        Self::new(500, "no-store", "No idempotency store", why)
+    }
+
+    /// The answer to a failed store operation: `#store-full`,
+    /// `#record-unreadable` or `#store-unavailable`. Logs it.
+    pub(crate) fn store(e: &StoreError) -> Self {
+        match e {
+            StoreError::Full => Self::new(
+                503,
+                "store-full",
+                "Idempotency store full",
+                "the idempotency store is at its configured bound; the request did not run".into(),
+            )
+            .retry_after(5),
+            StoreError::Corrupt(d) => {
+                tracing::error!(target: "idempotent", error = %d, "unreadable idempotency record");
+                Self::new(
+                    500,
+                    "record-unreadable",
+                    "Idempotency record unreadable",
+                    format!("{d}; the request did not run"),
+                )
+            }
+            _ => {
+                tracing::warn!(target: "idempotent", error = %e, "idempotency store error");
+                Self::new(
+                    503,
+                    "store-unavailable",
+                    "Idempotency store unavailable",
+                    "the idempotency store could not be reached; the request did not run".into(),
+                )
+                .retry_after(1)
+            }
+        }
+    }
+}
+
+/// `idempotency-key` → `Idempotency-Key`, for messages.
+fn display_header(lowercase: &str) -> String {
+    let mut out = String::with_capacity(lowercase.len());
+    let mut up = true;
+    for c in lowercase.chars() {
+        out.push(if up { c.to_ascii_uppercase() } else { c });
+        up = c == '-';
+    }
+    out
 }
 
 fn push_json_str(out: &mut String, v: &str) {
@@ -108,17 +294,17 @@ mod tests {
 
     #[test]
     fn json_is_escaped() {
-        let p = Problem::new(
-            400,
-            "invalid-key",
-            "Invalid idempotency key",
-            "a \"b\"\n\u{1}".into(),
-        );
+        let p = Problem::no_store("a \"b\"\n\u{1}".into());
         assert_eq!(
             p.to_json(),
             format!(
-                "{{\"type\":\"{TYPE_BASE}invalid-key\",\"title\":\"Invalid idempotency key\",\"status\":400,\"detail\":\"a \\\"b\\\"\\n\\u0001\"}}"
+                "{{\"type\":\"{TYPE_BASE}no-store\",\"title\":\"No idempotency store\",\"status\":500,\"detail\":\"a \\\"b\\\"\\n\\u0001\"}}"
             )
         );
+    }
+
+    #[test]
+    fn header_display() {
+        assert_eq!(display_header("idempotency-key"), "Idempotency-Key");
     }
 }

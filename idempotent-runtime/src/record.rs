@@ -111,6 +111,7 @@ impl fmt::Debug for StoredResponse {
 
 /// The state of one identity in a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Record {
     /// Claimed: a handler is running (or its process died and the lease has not
     /// run out yet).

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::{Claim, Store, StoreError};
-use crate::fingerprint::DigestHashState;
+use crate::store::digest_hash::DigestHashState;
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 /// Default bound on the number of records.
@@ -274,7 +274,7 @@ impl MemoryStoreBuilder {
 /// Sweeps every shard once per [`SWEEP_CYCLE`] until the store is dropped.
 fn spawn_sweeper(store: Weak<Inner>) {
     let per_tick = SHARDS.div_ceil((SWEEP_CYCLE.as_millis() / SWEEP_TICK.as_millis()) as usize);
-    crate::lifecycle::background().spawn(async move {
+    crate::background::background().spawn(async move {
         let mut next = 0usize;
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_TICK, SWEEP_TICK);

@@ -20,6 +20,8 @@ use std::time::Duration;
 use crate::record::DecodeError;
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
+#[cfg(any(feature = "memory", feature = "redis"))]
+mod digest_hash;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "redis")]

@@ -132,7 +132,7 @@ pub struct RedisStore {
 type ReplayCache = moka::sync::Cache<
     RecordId,
     (Fingerprint, Arc<StoredResponse>),
-    crate::fingerprint::DigestHashState,
+    crate::store::digest_hash::DigestHashState,
 >;
 
 struct Inner {
@@ -257,7 +257,7 @@ impl RedisStoreBuilder {
                     moka::sync::Cache::builder()
                         .max_capacity(max)
                         .time_to_live(ttl)
-                        .build_with_hasher(crate::fingerprint::DigestHashState::new())
+                        .build_with_hasher(crate::store::digest_hash::DigestHashState::new())
                 }),
                 no_set_nx_get: std::sync::atomic::AtomicBool::new(false),
                 conn,
@@ -645,7 +645,7 @@ impl Store for RedisStore {
         let listeners = Arc::downgrade(&self.inner.listeners);
         let client = self.inner.target.client.clone();
         let channel = self.channel();
-        crate::lifecycle::background().spawn(async move {
+        crate::background::background().spawn(async move {
             use futures_util::StreamExt;
             while listeners.strong_count() > 0 {
                 let connected = tokio::time::timeout(Duration::from_secs(5), async {

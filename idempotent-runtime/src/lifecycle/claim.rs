@@ -1,0 +1,159 @@
+//! Identify and claim: read a request's key and principal, then claim its
+//! record atomically, or decide what to answer instead (replay, 409, 422,
+//! 503), waiting for a running duplicate when the handler asks to.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::claimed::Claimed;
+use super::{trace, Idempotency};
+use crate::config::{HandlerConfig, OnConflict, Principal, RequestHead};
+use crate::problem::Problem;
+use crate::store::{Claim, StoreError};
+use crate::{Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse};
+
+/// What to do with a request after [`Idempotency::begin`].
+pub(crate) enum Begin {
+    /// Replay this stored response.
+    Replay(Arc<StoredResponse>),
+    /// Answer this problem; the handler does not run.
+    Refuse(Problem),
+    /// The caller owns the claim and must run the handler through
+    /// [`Claimed::run`].
+    Run(Claimed),
+}
+
+impl Idempotency {
+    /// Reads the key and principal of a request. `Ok(None)`: no key and the
+    /// handler does not require one, so it runs without idempotency.
+    pub(crate) fn identify(
+        &self,
+        config: &HandlerConfig,
+        head: &RequestHead<'_>,
+    ) -> Result<Option<RecordId>, Problem> {
+        let raw = head
+            .header_bytes(config.header)
+            .map_err(|_| Problem::repeated_key(config.header))?;
+        let Some(raw) = raw else {
+            return if config.required {
+                Err(Problem::missing_key(config.header))
+            } else {
+                Ok(None)
+            };
+        };
+        let key = IdempotencyKey::parse_with_limit(raw, self.limits().max_key_len)
+            .map_err(|e| Problem::invalid_key(&e))?;
+        let principal = match config.principal {
+            Principal::None => None,
+            Principal::Header(h) => Some(
+                head.header(h)
+                    .map(str::to_owned)
+                    .ok_or_else(|| Problem::missing_principal_header(h))?,
+            ),
+            Principal::Fn(f) => {
+                Some(f(head).ok_or_else(|| Problem::missing_principal("the request"))?)
+            }
+        };
+        Ok(Some(RecordId::new_static(
+            config.scope,
+            principal.as_deref(),
+            &key,
+        )))
+    }
+
+    /// Claims the identity, or says what to answer instead.
+    pub(crate) async fn begin(
+        &self,
+        config: &HandlerConfig,
+        id: RecordId,
+        fingerprint: Fingerprint,
+    ) -> Begin {
+        let started = Instant::now();
+        let deadline = match config.on_conflict {
+            OnConflict::Reject => None,
+            OnConflict::Wait(d) => Some(started + d),
+        };
+        let slot = self.slot(&id);
+        // Whether the store was asked to publish this record's change (once,
+        // before the first wait).
+        let mut watching = false;
+        loop {
+            // Registered before the read, so a completion between the read and
+            // the wait still wakes us.
+            let mut notified = pin!(slot.notified());
+            if deadline.is_some() {
+                notified.as_mut().enable();
+            }
+            let owner = OwnerToken::generate();
+            let claim = self
+                .store()
+                .claim(&id, fingerprint, owner, config.lease)
+                .await;
+            let record = match claim {
+                Ok(Claim::Acquired) => None,
+                // Our own claim, read back: a command re-sent after a dropped
+                // connection, whose first attempt had landed.
+                Ok(Claim::Existing(Record::InProgress { owner: o, .. })) if o == owner => None,
+                Ok(Claim::Existing(record)) => Some(record),
+                Err(e) => {
+                    // The claim may have landed although its answer was lost
+                    // (timeout, connection dropped): release it in the
+                    // background, or it would block the key, ownerless, for a
+                    // whole lease. A full store or a record it cannot read
+                    // answered for sure, and nothing was written.
+                    if matches!(e, StoreError::Timeout | StoreError::Unavailable(_)) {
+                        self.release_in_background(id.clone(), owner, config.lease);
+                    }
+                    trace(config, "store_error", started);
+                    return Begin::Refuse(Problem::store(&e));
+                }
+            };
+            let Some(record) = record else {
+                return Begin::Run(Claimed::new(
+                    self.clone(),
+                    id,
+                    fingerprint,
+                    owner,
+                    *config,
+                    started,
+                ));
+            };
+            if record.fingerprint() != fingerprint {
+                trace(config, "mismatch", started);
+                return Begin::Refuse(Problem::key_reused());
+            }
+            match record {
+                Record::Completed { response, .. } => {
+                    trace(config, "replayed", started);
+                    return match response.body {
+                        Some(_) => Begin::Replay(response),
+                        None => Begin::Refuse(Problem::response_not_stored(response.status)),
+                    };
+                }
+                Record::InProgress { .. } => {
+                    let now = Instant::now();
+                    match deadline {
+                        Some(deadline) if now < deadline && !watching => {
+                            // Then read again: a change before the store
+                            // knew we watch was not published.
+                            watching = true;
+                            let watch_for = (deadline - now).max(Duration::from_millis(1));
+                            if let Err(e) = self.store().watch(&id, watch_for).await {
+                                tracing::debug!(target: "idempotent", scope = config.scope, error = %e, "cannot watch a record; waiting by re-reading it");
+                            }
+                        }
+                        Some(deadline) if now < deadline => {
+                            let nap = (deadline - now).min(self.inner.wait_recheck);
+                            let _ = tokio::time::timeout(nap, notified).await;
+                        }
+                        _ => {
+                            trace(config, "conflict", started);
+                            return Begin::Refuse(Problem::request_in_progress(deadline.is_some()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

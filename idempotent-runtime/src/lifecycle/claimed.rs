@@ -1,0 +1,178 @@
+//! The claimed-request guard, [`Claimed`]: owns a claim while its handler
+//! runs (renewing the lease), then stores the response fenced by the owner
+//! token, or releases the claim; dropped unfinished, it releases the claim.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use super::capture::ResponsePolicy;
+use super::renewals::renewals;
+use super::{trace, Idempotency};
+use crate::config::HandlerConfig;
+use crate::problem::Problem;
+use crate::{Fingerprint, OwnerToken, RecordId, StoredResponse};
+
+/// A claim the caller owns. Dropped without [`Claimed::run`] finishing (the
+/// runtime shutting down), it releases the claim.
+pub(crate) struct Claimed {
+    idempotency: Idempotency,
+    id: RecordId,
+    fingerprint: Fingerprint,
+    owner: OwnerToken,
+    config: HandlerConfig,
+    started: Instant,
+    finished: bool,
+}
+
+impl Claimed {
+    pub(super) fn new(
+        idempotency: Idempotency,
+        id: RecordId,
+        fingerprint: Fingerprint,
+        owner: OwnerToken,
+        config: HandlerConfig,
+        started: Instant,
+    ) -> Self {
+        Self {
+            idempotency,
+            id,
+            fingerprint,
+            owner,
+            config,
+            started,
+            finished: false,
+        }
+    }
+
+    /// Which responses of this handler are stored, and up to what size.
+    pub(crate) fn policy(&self) -> ResponsePolicy {
+        ResponsePolicy {
+            cache: self.config.cache,
+            max_body: self.idempotency.limits().max_response_body,
+        }
+    }
+
+    /// Drives the handler to completion: renews the lease meanwhile, then stores
+    /// the response (fenced by the owner token) or releases the claim when the
+    /// response is not to be stored (`None`) or the handler panicked.
+    ///
+    /// `handler` yields the live value to answer with and what to store.
+    pub(crate) async fn run<T, F>(mut self, handler: F) -> Result<T, Problem>
+    where
+        F: Future<Output = (T, Option<Arc<StoredResponse>>)>,
+    {
+        // The handler runs inside a span naming the scope (never the key).
+        let span =
+            tracing::info_span!(target: "idempotent", "idempotent", scope = self.config.scope);
+        let mut handler = pin!(tracing::Instrument::instrument(
+            AssertUnwindSafe(handler).catch_unwind(),
+            span
+        ));
+        // Renewals run on the background thread: a handler that blocks its
+        // worker (actix workers are single-threaded), even in its first
+        // poll, must not starve them. Registering wakes no thread.
+        let renewing = renewals().register(
+            self.idempotency.clone(),
+            self.id.clone(),
+            self.owner,
+            self.config,
+        );
+        let result = (&mut handler).await;
+        drop(renewing);
+        let store = self.idempotency.store();
+        self.finished = true;
+        let outcome = match result {
+            Err(_panic) => {
+                tracing::error!(target: "idempotent", scope = self.config.scope, "handler panicked; its claim is released so a retry may run it again");
+                let _ = store.release(&self.id, self.owner).await;
+                self.idempotency.slot(&self.id).notify_waiters();
+                trace(&self.config, "panicked", self.started);
+                return Err(Problem::handler_failed());
+            }
+            Ok((value, None)) => {
+                if let Err(e) = store.release(&self.id, self.owner).await {
+                    tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing an unstored response's claim failed; the key frees up when its lease ends");
+                }
+                trace(&self.config, "executed_not_stored", self.started);
+                value
+            }
+            Ok((value, Some(response))) => {
+                match store
+                    .complete(
+                        &self.id,
+                        self.owner,
+                        self.fingerprint,
+                        response.clone(),
+                        self.config.ttl,
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; the newer owner's result stands and this response was not stored")
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
+                        self.retry_completion(response);
+                    }
+                }
+                trace(&self.config, "executed", self.started);
+                value
+            }
+        };
+        self.idempotency.slot(&self.id).notify_waiters();
+        Ok(outcome)
+    }
+
+    /// Retries a failed completion until it lands or the lease would have run
+    /// out (after which another request may have claimed the key).
+    fn retry_completion(&self, response: Arc<StoredResponse>) {
+        let idempotency = self.idempotency.clone();
+        let id = self.id.clone();
+        let owner = self.owner;
+        let fingerprint = self.fingerprint;
+        let config = self.config;
+        tokio::spawn(async move {
+            let until = Instant::now() + config.lease;
+            let mut delay = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(delay).await;
+                match idempotency
+                    .store()
+                    .complete(&id, owner, fingerprint, response.clone(), config.ttl)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() >= until => {
+                        tracing::error!(target: "idempotent", scope = config.scope, error = %e, "giving up storing a response; a retry after the lease ends will run the handler again");
+                        break;
+                    }
+                    Err(_) => delay = (delay * 2).min(Duration::from_secs(1)),
+                }
+            }
+            idempotency.slot(&id).notify_waiters();
+        });
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let idempotency = self.idempotency.clone();
+            let id = self.id.clone();
+            let owner = self.owner;
+            rt.spawn(async move {
+                let _ = idempotency.store().release(&id, owner).await;
+                idempotency.slot(&id).notify_waiters();
+            });
+        }
+    }
+}

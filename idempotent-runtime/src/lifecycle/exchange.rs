@@ -1,0 +1,183 @@
+//! One request through the life cycle, as every framework adapter drives
+//! it: identify the key, read the body for the fingerprint under the limit,
+//! then claim and answer with a replay, a problem, or the handler's own
+//! response, captured for storage. An adapter supplies only what its
+//! framework forces on it ([`Framework`]: response types and bodies) and
+//! how a detached handler is spawned (`Send` or not).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::capture::{join, ResponsePolicy};
+use super::claim::Begin;
+use super::Idempotency;
+use crate::config::{HandlerConfig, RequestHead};
+use crate::problem::Problem;
+use crate::{Fingerprint, RecordId, StoredResponse};
+
+/// What a framework adapter provides to the shared exchange.
+pub(crate) trait Framework {
+    /// The framework's response.
+    type Response;
+
+    /// A problem as a response.
+    fn problem(problem: Problem) -> Self::Response;
+
+    /// A stored response, replayed, with `replay_header` (lowercase) set to
+    /// `true`.
+    fn replay(stored: &StoredResponse, replay_header: &'static str) -> Self::Response;
+
+    /// Splits a handler's response into what the client gets and what is
+    /// stored, through [`ResponsePolicy::headers_to_store`] and
+    /// [`ResponsePolicy::capture`].
+    fn capture(
+        response: Self::Response,
+        policy: ResponsePolicy,
+    ) -> impl Future<Output = (Self::Response, Option<Arc<StoredResponse>>)>;
+}
+
+/// A request's place in the life cycle, from its key to its answer.
+pub(crate) struct Exchange {
+    idempotency: Idempotency,
+    config: &'static HandlerConfig,
+    ticket: Ticket,
+}
+
+enum Ticket {
+    /// No key, and the handler does not require one: no idempotency.
+    None,
+    /// Keyed; the body is still to be read.
+    Unread {
+        id: RecordId,
+        declared_len: Option<u64>,
+    },
+    /// Keyed and fingerprinted.
+    Ready {
+        id: RecordId,
+        fingerprint: Fingerprint,
+    },
+}
+
+/// What to do after [`Exchange::start`].
+pub(crate) enum Step<R, H, T> {
+    /// Answer this (a replay or a problem); the handler does not run.
+    Answer(R),
+    /// Run the handler as it is: the request has no key.
+    Plain(H),
+    /// Run this task, which owns the claim: through
+    /// `finish_even_if_dropped` (or its local twin), so that it completes
+    /// even when the client goes away.
+    Run(T),
+}
+
+impl Exchange {
+    /// Reads the key (and principal) of a request.
+    pub(crate) fn identify(
+        idempotency: Idempotency,
+        config: &'static HandlerConfig,
+        head: &RequestHead<'_>,
+    ) -> Result<Exchange, Problem> {
+        let ticket = match idempotency.identify(config, head)? {
+            None => Ticket::None,
+            Some(id) => Ticket::Unread {
+                id,
+                declared_len: head
+                    .header_bytes("content-length")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+            },
+        };
+        Ok(Exchange {
+            idempotency,
+            config,
+            ticket,
+        })
+    }
+
+    /// Whether the body must be read (and handed on from a buffer) for the
+    /// fingerprint.
+    pub(crate) fn needs_body(&self) -> bool {
+        matches!(self.ticket, Ticket::Unread { .. })
+    }
+
+    /// Reads the body for the fingerprint, the same way on every framework:
+    /// a declared `Content-Length` over the limit is refused (413) before any
+    /// of the body is read, so a client that asked `Expect: 100-continue`
+    /// gets no `100 Continue` for a body that would be refused; a body
+    /// without one is refused as soon as it passes the limit.
+    pub(crate) async fn read_body<S, E>(&self, mut body: S) -> Result<Bytes, Problem>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let limit = self.idempotency.limits().max_request_body;
+        if let Ticket::Unread {
+            declared_len: Some(n),
+            ..
+        } = self.ticket
+        {
+            if n > limit as u64 {
+                return Err(Problem::request_too_large(limit));
+            }
+        }
+        let mut chunks = Vec::new();
+        let mut len = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| Problem::request_unreadable())?;
+            len += chunk.len();
+            if len > limit {
+                return Err(Problem::request_too_large(limit));
+            }
+            chunks.push(chunk);
+        }
+        Ok(join(chunks, len))
+    }
+
+    /// Fingerprints the request once its body is read.
+    pub(crate) fn fingerprint(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) {
+        if let Ticket::Unread { id, .. } = std::mem::replace(&mut self.ticket, Ticket::None) {
+            self.ticket = Ticket::Ready {
+                id,
+                fingerprint: Fingerprint::of_request(method, path, query, body),
+            };
+        }
+    }
+
+    /// Claims the request's key and says what to do next. `handler` is the
+    /// handler's response, not yet run.
+    pub(crate) async fn start<X, H>(
+        self,
+        handler: H,
+    ) -> Step<X::Response, H, impl Future<Output = Result<X::Response, Problem>>>
+    where
+        X: Framework,
+        H: Future<Output = X::Response>,
+    {
+        let (id, fingerprint) = match self.ticket {
+            Ticket::Ready { id, fingerprint } => (id, fingerprint),
+            Ticket::None => return Step::Plain(handler),
+            // An adapter that skipped the body: fail closed.
+            Ticket::Unread { .. } => {
+                return Step::Answer(X::problem(Problem::idempotency_failed()))
+            }
+        };
+        match self.idempotency.begin(self.config, id, fingerprint).await {
+            Begin::Replay(stored) => Step::Answer(X::replay(&stored, self.config.replay_header)),
+            Begin::Refuse(problem) => Step::Answer(X::problem(problem)),
+            Begin::Run(claimed) => {
+                let policy = claimed.policy();
+                let task = claimed.run(async move { X::capture(handler.await, policy).await });
+                Step::Run(tracing::Instrument::in_current_span(task))
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The runtime handle, [`Idempotency`]: a store, limits and the wake-ups of
+//! waiting duplicates; how an app builds one, and the process-wide default a
+//! handler falls back to when the app installs none.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::background::background;
+use crate::config::Limits;
+use crate::problem::Problem;
+use crate::store::{DynStore, Store};
+use crate::{OwnerToken, RecordId};
+
+/// Set once an app builds its own [`Idempotency`]; see
+/// [`IdempotencyBuilder::build`].
+static EXPLICIT: AtomicBool = AtomicBool::new(false);
+
+/// How often a waiting duplicate re-reads the record even without a
+/// notification (a claim held by another process, a lease that ran out).
+pub(crate) const WAIT_RECHECK: Duration = Duration::from_millis(500);
+const NOTIFY_SLOTS: usize = 64;
+
+/// The runtime: a store, limits, and the wake-ups of waiting duplicates.
+/// Cheap to clone (one `Arc`).
+///
+/// Handlers with `#[idempotent]` use the one an app installs (axum:
+/// [`IdempotencyLayer`](crate::axum::IdempotencyLayer); actix-web: app data)
+/// or, when none is installed, a process-wide
+/// [`MemoryStore`](crate::store::memory::MemoryStore) with default bounds.
+///
+/// ```
+/// use idempotent_runtime::{Idempotency, Limits};
+/// use idempotent_runtime::store::memory::MemoryStore;
+///
+/// let idempotency = Idempotency::builder(MemoryStore::default())
+///     .limits(Limits::default().max_request_body(64 * 1024))
+///     .build();
+/// assert_eq!(idempotency.limits().max_request_body, 64 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct Idempotency {
+    pub(super) inner: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) store: Box<dyn DynStore>,
+    pub(super) limits: Limits,
+    notify: Arc<[Notify]>,
+    pub(super) wait_recheck: Duration,
+}
+
+/// Builds an [`Idempotency`].
+pub struct IdempotencyBuilder {
+    store: Box<dyn DynStore>,
+    limits: Limits,
+    wait_recheck: Duration,
+}
+
+impl IdempotencyBuilder {
+    /// Sets the limits (default: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often a duplicate waiting with `on_conflict = "wait"` re-reads the
+    /// record even without a notification (default 500 ms): the fallback for
+    /// a missed notification or a claim whose owner died.
+    pub fn wait_recheck(mut self, every: Duration) -> Self {
+        self.wait_recheck = every;
+        self
+    }
+
+    /// Builds the runtime.
+    ///
+    /// From then on, an `#[idempotent]` handler that finds no installed
+    /// runtime answers 500 `no-store` instead of quietly using the
+    /// process-wide default: an app that configures its own store must not
+    /// have handlers that bypass it.
+    pub fn build(self) -> Idempotency {
+        EXPLICIT.store(true, Ordering::Relaxed);
+        self.build_default()
+    }
+
+    fn build_default(self) -> Idempotency {
+        let notify: Arc<[Notify]> = (0..NOTIFY_SLOTS).map(|_| Notify::new()).collect();
+        let slots = notify.clone();
+        self.store.subscribe(Arc::new(move |digest: &[u8; 32]| {
+            slots[slot_index(digest)].notify_waiters()
+        }));
+        Idempotency {
+            inner: Arc::new(Shared {
+                store: self.store,
+                limits: self.limits,
+                notify,
+                wait_recheck: self.wait_recheck,
+            }),
+        }
+    }
+}
+
+impl Idempotency {
+    /// A runtime over `store` with default limits.
+    pub fn new(store: impl Store) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder over `store`.
+    pub fn builder(store: impl Store) -> IdempotencyBuilder {
+        IdempotencyBuilder {
+            store: Box::new(store),
+            limits: Limits::default(),
+            wait_recheck: WAIT_RECHECK,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The process-wide runtime used when an app installs none: a memory store
+    /// with default bounds.
+    #[cfg(feature = "memory")]
+    pub fn global() -> &'static Idempotency {
+        static GLOBAL: std::sync::OnceLock<Idempotency> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            Idempotency::builder(crate::store::memory::MemoryStore::default()).build_default()
+        })
+    }
+
+    /// The runtime for a handler that found none installed: the process-wide
+    /// default, unless the app built one of its own (then it was meant to be
+    /// installed: fail closed). `how` says how to install one.
+    pub(crate) fn fallback(how: &str) -> Result<Idempotency, Problem> {
+        let missing = |why: String| {
+            tracing::error!(target: "idempotent", "{why}");
+            Err(Problem::no_store(why))
+        };
+        if EXPLICIT.load(Ordering::Relaxed) {
+            return missing(format!(
+                "this handler found no installed idempotency store although the app built one: {how}"
+            ));
+        }
+        #[cfg(feature = "memory")]
+        return Ok(Idempotency::global().clone());
+        #[cfg(not(feature = "memory"))]
+        missing(format!("no idempotency store is installed: {how}, or enable the `memory` feature of idempotent-runtime"))
+    }
+
+    /// The store.
+    pub(super) fn store(&self) -> &dyn DynStore {
+        &*self.inner.store
+    }
+
+    /// Where the waiters of `id` wait.
+    pub(super) fn slot(&self, id: &RecordId) -> &Notify {
+        &self.inner.notify[slot_index(id.digest())]
+    }
+
+    /// Releases a claim that may or may not exist (safe: the store checks the
+    /// owner), retrying until it answers or `within` has passed.
+    pub(super) fn release_in_background(&self, id: RecordId, owner: OwnerToken, within: Duration) {
+        let idempotency = self.clone();
+        background().spawn(async move {
+            let until = Instant::now() + within;
+            let mut delay = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(delay).await;
+                match idempotency.store().release(&id, owner).await {
+                    Ok(true) => {
+                        idempotency.slot(&id).notify_waiters();
+                        break;
+                    }
+                    Ok(false) => break,
+                    Err(_) if Instant::now() >= until => break,
+                    Err(_) => delay = (delay * 2).min(Duration::from_secs(1)),
+                }
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which of the notify slots a record's waiters wait on.
+fn slot_index(digest: &[u8; 32]) -> usize {
+    let n = u64::from_le_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]);
+    (n % NOTIFY_SLOTS as u64) as usize
+}

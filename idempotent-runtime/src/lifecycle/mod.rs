@@ -1,0 +1,53 @@
+//! The one request life cycle: identify, claim, execute, store, replay.
+//! Every adapter and the plain API go through here; nothing below is
+//! framework-specific. One concern a module:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `handle` | the runtime handle [`Idempotency`], its builder and the process-wide fallback |
+//! | `plain` | the plain API ([`Idempotency::run`]) and the operator API (`lookup`, `forget`) |
+//! | `claim` | identify the key and principal; claim the record or decide what to answer (replay, 409, 422, 503, wait) |
+//! | `claimed` | the guard of a claimed request: run the handler, store fenced or release |
+//! | `renewals` | lease renewals of running handlers, from the background thread |
+//! | `capture` | which responses and headers are stored; reading a body for storage |
+//! | `detach` | a handler whose client hangs up still runs to completion |
+//! | `exchange` | one HTTP request through all of it, as the framework adapters drive it |
+
+mod capture;
+mod claim;
+mod claimed;
+mod detach;
+#[cfg(any(feature = "axum", feature = "actix"))]
+mod exchange;
+mod handle;
+mod plain;
+mod renewals;
+
+use std::time::Instant;
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) use capture::ResponsePolicy;
+#[cfg(feature = "axum")]
+pub(crate) use detach::finish_even_if_dropped;
+#[cfg(feature = "actix")]
+pub(crate) use detach::finish_even_if_dropped_local;
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) use exchange::{Exchange, Framework, Step};
+pub use handle::{Idempotency, IdempotencyBuilder};
+pub use plain::Outcome;
+
+use crate::config::HandlerConfig;
+
+/// The one tracing event per request: its outcome, scope and time taken
+/// (never the key).
+fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
+    tracing::info!(
+        target: "idempotent",
+        scope = config.scope,
+        outcome,
+        elapsed_us = started.elapsed().as_micros() as u64,
+    );
+}
+
+#[cfg(test)]
+mod tests;
