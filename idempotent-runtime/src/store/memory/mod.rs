@@ -3,7 +3,7 @@
 //! It was built on moka first. Measured (`BENCHMARKS.md`), moka's per-entry
 //! expiry and atomic `compute` cost about 3 µs per claim and completion, a
 //! third of a trivial axum handler's time; the claim and completion this store
-//! needs are one short lock of one of 64 shards each, about 0.3 µs.
+//! needs are one short lock of one of 1024 shards each, about 0.3 µs.
 
 use std::collections::HashMap;
 use std::future::{ready, Future};
@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use super::{Claim, Store, StoreError};
 use crate::store::digest_hash::DigestHashState;
+
+mod shard;
+
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
+use shard::{lock, lower_to, Shard, ShardMap, Slot, State};
 
 /// Default bound on the number of records.
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
@@ -62,73 +66,6 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-/// Records are boxed: a map bucket is then 64 bytes instead of 160, which
-/// matters because a table just past a doubling is half empty.
-type Map = HashMap<RecordId, Box<Slot>, DigestHashState>;
-
-/// A shard's records, and when a sweep could find one of them expired.
-///
-/// Claims and completed records are tracked apart: under a long `ttl` every
-/// completed record outlives its claim's lease by far, and a shard whose
-/// in-progress claims have all completed has nothing to sweep until its
-/// earliest completed record expires. Tracking one earliest expiry for both
-/// made every sweep scan every record once the first lease had passed.
-struct ShardMap {
-    map: Map,
-    /// In-progress claims held here, expired ones included until removed.
-    claims: u32,
-    /// No claim here expires before this: the earliest lease written since
-    /// `claims` was last zero (renewed claims may make it early, never late).
-    claims_after: Option<Instant>,
-    /// No completed record here expires before this: the earliest written
-    /// since the last sweep (records replaced since may make it early).
-    done_after: Option<Instant>,
-}
-
-/// `earliest` becomes `t` if that is earlier (or it was unset).
-fn lower_to(earliest: &mut Option<Instant>, t: Instant) {
-    *earliest = Some(earliest.map_or(t, |e| e.min(t)));
-}
-
-impl ShardMap {
-    fn new(map: Map) -> Self {
-        Self {
-            map,
-            claims: 0,
-            claims_after: None,
-            done_after: None,
-        }
-    }
-
-    /// Notes that a slot of this kind, expiring then, was written here
-    /// (inserted or written in place).
-    fn track(&mut self, is_claim: bool, expires: Instant) {
-        if is_claim {
-            self.claims += 1;
-            lower_to(&mut self.claims_after, expires);
-        } else {
-            lower_to(&mut self.done_after, expires);
-        }
-    }
-
-    /// Notes that a slot of this kind left (removed or overwritten).
-    fn untrack(&mut self, was_claim: bool) {
-        if was_claim {
-            self.claims = self.claims.saturating_sub(1);
-            if self.claims == 0 {
-                self.claims_after = None;
-            }
-        }
-    }
-
-    /// Whether a record here may have expired by `now`.
-    fn may_hold_expired(&self, now: Instant) -> bool {
-        // `claims_after` is unset whenever no claim is held.
-        let passed = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        passed(self.done_after) || passed(self.claims_after)
-    }
-}
-
 struct Inner {
     shards: Box<[Shard]>,
     /// Picks the shard (from other bits than the map's own hash uses).
@@ -143,88 +80,6 @@ struct Inner {
     /// full store does not sweep on every claim.
     last_full_sweep_ms: AtomicU64,
     born: Instant,
-}
-
-/// One lock and map, on a cache line of its own.
-#[repr(align(128))]
-struct Shard(Mutex<ShardMap>);
-
-/// A record, compact (72 bytes besides its response).
-struct Slot {
-    state: State,
-    expires: Instant,
-    /// What the record counts against `max_bytes`.
-    weight: u32,
-}
-
-enum State {
-    Claim {
-        fingerprint: [u8; 32],
-        owner: [u8; 16],
-    },
-    Done {
-        fingerprint: [u8; 32],
-        response: Arc<StoredResponse>,
-    },
-}
-
-impl Slot {
-    fn new(record: Record, lifetime: Duration, now: Instant) -> Self {
-        let (state, weight) = match record {
-            Record::InProgress { fingerprint, owner } => (
-                State::Claim {
-                    fingerprint: *fingerprint.as_bytes(),
-                    owner: owner.to_bytes(),
-                },
-                ENTRY_OVERHEAD,
-            ),
-            Record::Completed {
-                fingerprint,
-                response,
-            } => {
-                let weight = ENTRY_OVERHEAD.saturating_add(response.weight() as u64);
-                (
-                    State::Done {
-                        fingerprint: *fingerprint.as_bytes(),
-                        response,
-                    },
-                    weight,
-                )
-            }
-        };
-        Self {
-            state,
-            // Lifetimes are capped by the life cycle; saturate regardless.
-            expires: now
-                .checked_add(lifetime)
-                .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
-            weight: u32::try_from(weight).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn record(&self) -> Record {
-        match &self.state {
-            State::Claim { fingerprint, owner } => Record::InProgress {
-                fingerprint: Fingerprint::from_bytes(*fingerprint),
-                owner: OwnerToken::from_bytes(*owner),
-            },
-            State::Done {
-                fingerprint,
-                response,
-            } => Record::Completed {
-                fingerprint: Fingerprint::from_bytes(*fingerprint),
-                response: response.clone(),
-            },
-        }
-    }
-
-    fn live(&self, now: Instant) -> bool {
-        self.expires > now
-    }
-
-    fn is_claim(&self) -> bool {
-        matches!(self.state, State::Claim { .. })
-    }
 }
 
 /// Builds a [`MemoryStore`].
@@ -376,11 +231,6 @@ impl Inner {
             shard.map.shrink_to(len * 2);
         }
     }
-}
-
-fn lock(shard: &Shard) -> MutexGuard<'_, ShardMap> {
-    // A panic while holding the lock cannot leave a half-written map entry.
-    shard.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MemoryStore {
@@ -628,249 +478,4 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::IdempotencyKey;
-
-    fn id(i: usize) -> RecordId {
-        RecordId::new(
-            "s",
-            None,
-            &IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap(),
-        )
-    }
-
-    fn now<T>(f: impl Future<Output = T>) -> T {
-        let mut f = std::pin::pin!(f);
-        match f
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-        {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => unreachable!("the memory store answers at once"),
-        }
-    }
-
-    /// Every claim up to the bound is kept (a cache's admission policy would
-    /// drop some), and the one past it is refused loudly.
-    #[test]
-    fn full_store_keeps_every_claim_and_refuses_the_next() {
-        let store = MemoryStore::builder().max_entries(1000).build();
-        let fp = Fingerprint::of_bytes(b"x");
-        let lease = Duration::from_secs(60);
-        for i in 0..1000 {
-            let c = store
-                .claim_now(&id(i), fp, OwnerToken::generate(), lease)
-                .unwrap();
-            assert_eq!(c, Claim::Acquired, "claim {i}");
-        }
-        for i in 0..1000 {
-            assert!(now(store.get(&id(i))).unwrap().is_some(), "claim {i} kept");
-        }
-        assert!(matches!(
-            store.claim_now(&id(1000), fp, OwnerToken::generate(), lease),
-            Err(StoreError::Full)
-        ));
-        assert_eq!(store.entry_count(), 1000);
-    }
-
-    /// Expired records count until swept; re-claiming one replaces it, and a
-    /// full store sweeps before it refuses. The counters must not drift, or
-    /// the store would creep to a permanent "full".
-    #[test]
-    fn counters_stay_exact_as_records_expire() {
-        let store = MemoryStore::builder().max_entries(10).build();
-        let fp = Fingerprint::of_bytes(b"x");
-        let short = Duration::from_millis(5);
-        for round in 0..30 {
-            let claim = store
-                .claim_now(&id(0), fp, OwnerToken::generate(), short)
-                .unwrap();
-            assert_eq!(claim, Claim::Acquired, "round {round}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            store.entry_count(),
-            1,
-            "the last one, expired, not yet swept"
-        );
-        for i in 1..10 {
-            store
-                .claim_now(&id(i), fp, OwnerToken::generate(), short)
-                .unwrap();
-        }
-        assert_eq!(store.entry_count(), 10);
-        std::thread::sleep(Duration::from_millis(10));
-        // Full of expired records: the claim sweeps and succeeds.
-        let lease = Duration::from_secs(60);
-        assert_eq!(
-            store
-                .claim_now(&id(10), fp, OwnerToken::generate(), lease)
-                .unwrap(),
-            Claim::Acquired
-        );
-        assert_eq!(store.entry_count(), 1);
-        assert_eq!(store.weighted_size(), ENTRY_OVERHEAD);
-        assert!(now(store.get(&id(0))).unwrap().is_none());
-    }
-
-    #[test]
-    fn byte_bound_refuses_claims() {
-        let store = MemoryStore::builder().max_bytes(10_000).build();
-        let fp = Fingerprint::of_bytes(b"x");
-        let lease = Duration::from_secs(60);
-        let owner = OwnerToken::generate();
-        assert_eq!(
-            store.claim_now(&id(0), fp, owner, lease).unwrap(),
-            Claim::Acquired
-        );
-        let big = Arc::new(StoredResponse::new(200, vec![0u8; 9_900]));
-        assert!(now(store.complete(&id(0), owner, fp, big, lease)).unwrap());
-        assert!(store.weighted_size() > 9_900);
-        assert!(matches!(
-            store.claim_now(&id(1), fp, OwnerToken::generate(), lease),
-            Err(StoreError::Full)
-        ));
-        // Space comes back when records go.
-        assert!(now(store.delete(&id(0))).unwrap());
-        assert_eq!(store.weighted_size(), 0);
-        assert_eq!(store.entry_count(), 0);
-        assert!(store
-            .claim_now(&id(1), fp, OwnerToken::generate(), lease)
-            .is_ok());
-    }
-
-    /// The background sweep reclaims expired records nobody asks for again.
-    #[test]
-    fn sweeping_reclaims_expired_records() {
-        let store = MemoryStore::builder().build();
-        let fp = Fingerprint::of_bytes(b"x");
-        for i in 0..500 {
-            store
-                .claim_now(&id(i), fp, OwnerToken::generate(), Duration::from_millis(1))
-                .unwrap();
-        }
-        store
-            .claim_now(
-                &id(500),
-                fp,
-                OwnerToken::generate(),
-                Duration::from_secs(60),
-            )
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        // Expired records are invisible at once (the background sweeper may
-        // also have reclaimed some already).
-        assert!(now(store.get(&id(0))).unwrap().is_none());
-        assert!(store.entry_count() >= 1);
-        let later = Instant::now();
-        for i in 0..SHARDS {
-            store.inner.sweep(i, later);
-        }
-        assert_eq!(store.entry_count(), 1);
-        assert_eq!(store.weighted_size(), ENTRY_OVERHEAD);
-    }
-
-    fn sweep_all(store: &MemoryStore, at: Instant) {
-        for i in 0..SHARDS {
-            store.inner.sweep(i, at);
-        }
-    }
-
-    fn response() -> Arc<StoredResponse> {
-        Arc::new(StoredResponse::new(201, vec![b'x'; 200]))
-    }
-
-    /// Abandoned claims and expired completed records are both reclaimed by
-    /// the sweep, while completed and renewed records around them stay.
-    #[test]
-    fn sweeping_tells_claims_from_completed_records() {
-        let store = MemoryStore::builder().build();
-        let fp = Fingerprint::of_bytes(b"x");
-        let short = Duration::from_millis(1);
-        let long = Duration::from_secs(3600);
-        let mut renewed = Vec::new();
-        for i in 0..600 {
-            let owner = OwnerToken::generate();
-            store.claim_now(&id(i), fp, owner, short).unwrap();
-            match i % 3 {
-                // Completed for an hour: kept.
-                0 => assert!(now(store.complete(&id(i), owner, fp, response(), long)).unwrap()),
-                // Renewed for an hour: kept.
-                1 => {
-                    assert!(now(store.renew(&id(i), owner, long)).unwrap());
-                    renewed.push(i);
-                }
-                // Abandoned: its lease runs out.
-                _ => {}
-            }
-        }
-        for i in 600..800 {
-            let owner = OwnerToken::generate();
-            store.claim_now(&id(i), fp, owner, long).unwrap();
-            // Completed, expiring at once.
-            assert!(now(store.complete(&id(i), owner, fp, response(), short)).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        sweep_all(&store, Instant::now());
-        assert_eq!(
-            store.entry_count(),
-            400,
-            "the abandoned and the expired are gone"
-        );
-        for i in 0..800 {
-            let kept = now(store.get(&id(i))).unwrap().is_some();
-            assert_eq!(kept, i < 600 && i % 3 != 2, "record {i}");
-        }
-        assert!(renewed.iter().all(|&i| matches!(
-            now(store.get(&id(i))).unwrap(),
-            Some(Record::InProgress { .. })
-        )));
-    }
-
-    /// Once every claim has completed with a long `ttl`, no shard is due for
-    /// a sweep before that `ttl` ends: a store of a million long-lived records
-    /// is not rescanned every cycle because their leases (long gone) were
-    /// once its earliest expiries.
-    #[test]
-    fn completed_long_lived_records_keep_shards_out_of_sweeps() {
-        let store = MemoryStore::builder().build();
-        let fp = Fingerprint::of_bytes(b"x");
-        for i in 0..2000 {
-            let owner = OwnerToken::generate();
-            store
-                .claim_now(&id(i), fp, owner, Duration::from_millis(1))
-                .unwrap();
-            assert!(now(store.complete(
-                &id(i),
-                owner,
-                fp,
-                response(),
-                Duration::from_secs(86_400)
-            ))
-            .unwrap());
-        }
-        let in_an_hour = Instant::now() + Duration::from_secs(3600);
-        let due = |at| {
-            let shards = store.inner.shards.iter();
-            shards.filter(|s| lock(s).may_hold_expired(at)).count()
-        };
-        assert_eq!(
-            due(in_an_hour),
-            0,
-            "shards due for a sweep although nothing can expire"
-        );
-        // A claim left in progress makes its shard due once its lease ends.
-        store
-            .claim_now(
-                &id(5000),
-                fp,
-                OwnerToken::generate(),
-                Duration::from_millis(1),
-            )
-            .unwrap();
-        assert_eq!(due(in_an_hour), 1);
-        sweep_all(&store, in_an_hour);
-        assert_eq!(store.entry_count(), 2000);
-    }
-}
+mod tests;

@@ -27,89 +27,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::{Claim, Store, StoreError};
+
+mod conn;
+mod scripts;
+
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
+use conn::{unavailable, Conn, Target};
+use scripts::{CLAIM, COMPLETE, DELETE, IS_OWNED_BY, RELEASE, RENEW, WATCH};
 
 /// Default timeout of every Redis command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
-
-// The byte layout the scripts read (see `record.rs`): format version 1, tag
-// 1 = in progress, 32 bytes of fingerprint, then 16 bytes of owner; 50 bytes.
-const IS_OWNED_BY: &str = r"
-local function owned(v, owner)
-  return v and string.len(v) == 50 and string.byte(v, 1) == 1
-    and string.byte(v, 2) == 1 and string.sub(v, 35, 50) == owner
-end
-";
-
-/// Claim: create the in-progress record unless one exists; else return it.
-/// Only for Redis before 7.0, which lacks `SET … NX GET`.
-const CLAIM: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return false
-end
-return redis.call('GET', KEYS[1])
-";
-
-/// Renew: extend the lease, only for the owner.
-const RENEW: &str = r"
-if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Complete: write the completed record, for the owner or where no record is
-/// left (the lease ran out and nobody took over). Like release and delete, it
-/// publishes the change only when a duplicate in another process waits for
-/// it (its `watching` key, KEYS[2], exists): a PUBLISH wakes the subscriber
-/// of every process, which for every request cost half the throughput.
-const COMPLETE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if (not v) or owned(v, ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('PUBLISH', ARGV[4], ARGV[5])
-  end
-  return 1
-end
-return 0
-";
-
-/// Watch: mark that a duplicate waits for the record, for at least ARGV[1]
-/// ms. Never shortens the mark: a waiter with a short wait must not end the
-/// publishing another, longer waiter still relies on.
-const WATCH: &str = r"
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-end
-return 1
-";
-
-/// Delete (operators): delete whatever is there, and wake waiters.
-const DELETE: &str = r"
-local n = redis.call('DEL', KEYS[1])
-if n == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
-end
-return n
-";
-
-/// Release: delete the claim, only for the owner.
-const RELEASE: &str = r"
-if owned(redis.call('GET', KEYS[1]), ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
-  end
-  return 1
-end
-return 0
-";
 
 /// A store in Redis, shared by every process that points at the same Redis.
 ///
@@ -160,46 +90,6 @@ struct Inner {
     release: Script,
     delete: Script,
     watch: Script,
-}
-
-/// Where the store connects.
-#[derive(Clone)]
-struct Target {
-    client: redis::Client,
-    cluster: Option<Vec<String>>,
-    timeout: Duration,
-}
-
-impl Target {
-    async fn connect(&self) -> Result<Conn, StoreError> {
-        let connect = async {
-            match &self.cluster {
-                None => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_response_timeout(Some(self.timeout))
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(200));
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                        .await
-                        .map(Conn::Single)
-                }
-                Some(nodes) => {
-                    let cluster =
-                        redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                            .connection_timeout(self.timeout)
-                            .response_timeout(self.timeout)
-                            .retries(1)
-                            .build()?;
-                    cluster.get_async_connection().await.map(Conn::Cluster)
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout * 4, connect)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(unavailable)
-    }
 }
 
 /// Builds a [`RedisStore`].
@@ -272,14 +162,6 @@ impl RedisStoreBuilder {
                 watch: Script::new(WATCH),
             }),
         })
-    }
-}
-
-fn unavailable(e: redis::RedisError) -> StoreError {
-    if e.is_timeout() {
-        StoreError::Timeout
-    } else {
-        StoreError::Unavailable(e.to_string())
     }
 }
 
@@ -670,44 +552,6 @@ impl Store for RedisStore {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
-    }
-}
-
-/// A connection to one Redis (reconnecting by itself) or to a cluster.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
     }
 }
 
