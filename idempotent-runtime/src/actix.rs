@@ -52,7 +52,9 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
-use crate::lifecycle::{finish_even_if_dropped_local, Exchange, Framework, ResponsePolicy, Step};
+use crate::lifecycle::{
+    finish_even_if_dropped_local, is_safe_method, Exchange, Framework, ResponsePolicy, Step,
+};
 use crate::problem::{self, Problem};
 use crate::{Idempotency, StoredResponse};
 
@@ -194,6 +196,10 @@ impl Framework for Actix {
 /// attribute (a `Scope` or `Resource`; on an `App`, every request, 404s
 /// included, needs a key).
 ///
+/// Safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) pass through untouched
+/// unless [`include_safe_methods`](Self::include_safe_methods) says otherwise:
+/// they need no key.
+///
 /// Middleware sees responses only: an extractor rejection inside it (bad JSON,
 /// say) is stored like any other answer under `cache = "all"`, where the
 /// attribute keeps the key free. Use `CachePolicy::Success` or the attribute
@@ -217,12 +223,24 @@ impl Framework for Actix {
 #[derive(Clone, Copy, Debug)]
 pub struct IdempotentRoutes {
     config: &'static HandlerConfig,
+    safe_methods: bool,
 }
 
 impl IdempotentRoutes {
-    /// Middleware applying `config` to every request it wraps.
+    /// Middleware applying `config` to every request it wraps with an unsafe
+    /// method (`POST`, `PUT`, `PATCH`, `DELETE`, …).
     pub fn new(config: &'static HandlerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            safe_methods: false,
+        }
+    }
+
+    /// Whether safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) go through the
+    /// life cycle too, needing a key (default `false`: they pass through).
+    pub fn include_safe_methods(mut self, include: bool) -> Self {
+        self.safe_methods = include;
+        self
     }
 }
 
@@ -241,6 +259,7 @@ where
         std::future::ready(Ok(IdempotentRoutesMiddleware {
             service: Rc::new(service),
             config: self.config,
+            safe_methods: self.safe_methods,
         }))
     }
 }
@@ -249,6 +268,7 @@ where
 pub struct IdempotentRoutesMiddleware<S> {
     service: Rc<S>,
     config: &'static HandlerConfig,
+    safe_methods: bool,
 }
 
 impl<S, B> Service<ServiceRequest> for IdempotentRoutesMiddleware<S>
@@ -265,6 +285,14 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = self.service.clone();
         let config = self.config;
+        if !self.safe_methods && is_safe_method(req.method().as_str()) {
+            return Box::pin(async move {
+                service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body)
+            });
+        }
         Box::pin(async move {
             let (http_req, payload) = req.into_parts();
             let (ctx, payload) = match prepare(config, &http_req, payload).await {

@@ -35,7 +35,9 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
-use crate::lifecycle::{finish_even_if_dropped, Exchange, Framework, ResponsePolicy, Step};
+use crate::lifecycle::{
+    finish_even_if_dropped, is_safe_method, Exchange, Framework, ResponsePolicy, Step,
+};
 use crate::problem::{self, Problem};
 use crate::{Idempotency, StoredResponse};
 
@@ -107,6 +109,9 @@ where
 ///
 /// It uses the store of an [`IdempotencyLayer`] outside it, or the default one.
 /// Prefer `route_layer`, so that unmatched paths answer 404 without a key.
+/// Safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) pass through untouched
+/// unless [`include_safe_methods`](Self::include_safe_methods) says otherwise:
+/// they need no key.
 ///
 /// ```
 /// use axum::{routing::post, Router};
@@ -126,12 +131,24 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct IdempotentRoutesLayer {
     config: &'static HandlerConfig,
+    safe_methods: bool,
 }
 
 impl IdempotentRoutesLayer {
-    /// A layer applying `config` to every request under it.
+    /// A layer applying `config` to every request under it with an unsafe
+    /// method (`POST`, `PUT`, `PATCH`, `DELETE`, …).
     pub fn new(config: &'static HandlerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            safe_methods: false,
+        }
+    }
+
+    /// Whether safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) go through the
+    /// life cycle too, needing a key (default `false`: they pass through).
+    pub fn include_safe_methods(mut self, include: bool) -> Self {
+        self.safe_methods = include;
+        self
     }
 }
 
@@ -142,6 +159,7 @@ impl<S> tower_layer::Layer<S> for IdempotentRoutesLayer {
         IdempotentRoutes {
             inner,
             config: self.config,
+            safe_methods: self.safe_methods,
         }
     }
 }
@@ -151,6 +169,7 @@ impl<S> tower_layer::Layer<S> for IdempotentRoutesLayer {
 pub struct IdempotentRoutes<S> {
     inner: S,
     config: &'static HandlerConfig,
+    safe_methods: bool,
 }
 
 impl<S> tower_service::Service<Request> for IdempotentRoutes<S>
@@ -174,6 +193,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config;
+        if !self.safe_methods && is_safe_method(req.method().as_str()) {
+            return Box::pin(inner.call(req));
+        }
         Box::pin(async move {
             let (ctx, req) = match prepare(config, req).await {
                 Ok(prepared) => prepared,

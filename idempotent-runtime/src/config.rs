@@ -35,6 +35,34 @@ impl CachePolicy {
     }
 }
 
+/// What becomes of a response that invites the client to retry: status 408
+/// (Request Timeout), 425 (Too Early), 429 (Too Many Requests), 502 (Bad
+/// Gateway), 503 (Service Unavailable) or 504 (Gateway Timeout), or any 4xx
+/// or 5xx response that carries `Retry-After`.
+///
+/// Such a response says "try again later". Stored, it would be replayed to
+/// every retry for the whole TTL, so the client could never succeed with that
+/// key; by default it is not stored and the key is released, so the retry runs
+/// the handler again. A 500 does not invite a retry and stays stored under
+/// [`CachePolicy::All`]. `docs/design/0006-retry-inviting-responses.md` gives
+/// the reasons for this set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryInviting {
+    /// Not stored: the key is released, and the retry runs the handler
+    /// (the default).
+    Release,
+    /// Stored and replayed like any other response the cache policy keeps.
+    Store,
+}
+
+impl RetryInviting {
+    /// Whether a response of `status`, with or without a `Retry-After`
+    /// header, invites a retry.
+    pub const fn invites_retry(status: u16, has_retry_after: bool) -> bool {
+        matches!(status, 408 | 425 | 429 | 502 | 503 | 504) || (status >= 400 && has_retry_after)
+    }
+}
+
 /// Who an idempotency key belongs to. A stored response is never replayed to
 /// another principal.
 #[derive(Clone, Copy)]
@@ -149,6 +177,7 @@ pub struct HandlerConfig {
     pub(crate) required: bool,
     pub(crate) on_conflict: OnConflict,
     pub(crate) cache: CachePolicy,
+    pub(crate) retry_inviting: RetryInviting,
     pub(crate) replay_header: &'static str,
     pub(crate) principal: Principal,
 }
@@ -156,7 +185,7 @@ pub struct HandlerConfig {
 impl HandlerConfig {
     /// The defaults under `scope`: header `Idempotency-Key`, TTL 24 h,
     /// lease 30 s, key required, duplicates rejected with 409, every response
-    /// stored, replays marked `Idempotent-Replayed: true`, no principal.
+    /// stored but those that invite a retry ([`RetryInviting`]), replays marked `Idempotent-Replayed: true`, no principal.
     pub const fn new(scope: &'static str) -> Self {
         Self {
             scope,
@@ -166,6 +195,7 @@ impl HandlerConfig {
             required: true,
             on_conflict: OnConflict::Reject,
             cache: CachePolicy::All,
+            retry_inviting: RetryInviting::Release,
             replay_header: "idempotent-replayed",
             principal: Principal::None,
         }
@@ -209,6 +239,12 @@ impl HandlerConfig {
     /// Which responses are stored.
     pub const fn cache(mut self, cache: CachePolicy) -> Self {
         self.cache = cache;
+        self
+    }
+    /// What becomes of responses that invite a retry (503, 429, …; default
+    /// [`RetryInviting::Release`]).
+    pub const fn retry_inviting(mut self, retry_inviting: RetryInviting) -> Self {
+        self.retry_inviting = retry_inviting;
         self
     }
     /// The header set to `true` on replayed responses (lowercase).

@@ -23,10 +23,24 @@ pub struct Fingerprint(pub(crate) [u8; 32]);
 impl Fingerprint {
     /// The fingerprint of an HTTP request. Every part is length-prefixed, so
     /// moving bytes from the path into the query changes the fingerprint.
+    ///
+    /// The path is taken percent-decoded, as routers match it: `/payment%73`
+    /// and `/payments` reach the same handler on actix-web, so they are the
+    /// same request. Escapes of `/`, `%` and `+`, whose decoding would change
+    /// the path's structure, are kept (with their hex digits in upper case).
+    ///
+    /// ```
+    /// use idempotent_runtime::Fingerprint;
+    ///
+    /// let plain = Fingerprint::of_request("POST", "/payments", None, b"{}");
+    /// let escaped = Fingerprint::of_request("POST", "/payment%73", None, b"{}");
+    /// assert_eq!(plain, escaped);
+    /// ```
     pub fn of_request(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(b"idempotent/http/1\0");
-        for part in [method.as_bytes(), path.as_bytes()] {
+        let path = decoded_path(path);
+        for part in [method.as_bytes(), &path[..]] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
@@ -61,6 +75,39 @@ impl Fingerprint {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+}
+
+/// `path` with its percent-escapes decoded, but those of `/`, `%` and `+`
+/// (kept, in upper case); borrowed when it has none.
+fn decoded_path(path: &str) -> std::borrow::Cow<'_, [u8]> {
+    let bytes = path.as_bytes();
+    if !bytes.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match escaped {
+            Some(c @ (b'/' | b'%' | b'+')) => {
+                out.push(b'%');
+                out.extend_from_slice(format!("{c:02X}").as_bytes());
+                i += 3;
+            }
+            Some(c) => {
+                out.push(c);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl fmt::Debug for Fingerprint {
@@ -170,6 +217,21 @@ impl fmt::Debug for RecordId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_fingerprinted_decoded() {
+        let fp = |p: &str| Fingerprint::of_request("POST", p, None, b"");
+        assert_eq!(fp("/payment%73"), fp("/payments"));
+        assert_eq!(fp("/a%7Eb"), fp("/a~b"));
+        // Escapes whose decoding changes the path's structure stay apart…
+        assert_ne!(fp("/a%2Fb"), fp("/a/b"));
+        assert_ne!(fp("/a%25b"), fp("/a%b"));
+        // …in either case of hex digit.
+        assert_eq!(fp("/a%2fb"), fp("/a%2Fb"));
+        // A stray `%` is kept as it is.
+        assert_eq!(&decoded_path("/100%")[..], b"/100%");
+        assert_eq!(&decoded_path("/%zz%4")[..], b"/%zz%4");
+    }
 
     #[test]
     fn every_part_counts() {

@@ -57,11 +57,12 @@ pub mod actix;
 pub mod axum;
 
 pub use config::{
-    CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead, MIN_LEASE,
+    CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead, RetryInviting,
+    MIN_LEASE,
 };
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
-pub use lifecycle::{Idempotency, IdempotencyBuilder, Outcome};
+pub use lifecycle::{Drained, Idempotency, IdempotencyBuilder, Outcome};
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 
 /// Makes a handler idempotent (see the crate docs).

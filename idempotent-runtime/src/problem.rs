@@ -19,6 +19,7 @@
 //! | <a id="no-store"></a>`#no-store` | 500 | no store is installed for this handler (not under the app's `IdempotencyLayer`, or no `memory` feature) |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the store is unreachable or slow; the handler did not run (with `Retry-After`) |
 //! | <a id="store-full"></a>`#store-full` | 503 | the store is at its bound (with `Retry-After`) |
+//! | <a id="shutting-down"></a>`#shutting-down` | 503 | the server is draining for shutdown and takes no new claims (with `Retry-After`) |
 
 use std::fmt::Write;
 
@@ -223,6 +224,17 @@ impl Problem {
     /// `#no-store`: no store is installed; `why` says how to install one.
     pub(crate) fn no_store(why: String) -> Self {
         Self::new(500, "no-store", "No idempotency store", why)
+    }
+
+    /// `#shutting-down`: the runtime is draining.
+    pub(crate) fn shutting_down() -> Self {
+        Self::new(
+            503,
+            "shutting-down",
+            "Shutting down",
+            "this server is shutting down and takes no new idempotent requests; retry, and another server (or this one, restarted) will take it".into(),
+        )
+        .retry_after(1)
     }
 
     /// The answer to a failed store operation: `#store-full`,

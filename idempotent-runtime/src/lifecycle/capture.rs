@@ -7,21 +7,23 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::config::CachePolicy;
+use crate::config::{CachePolicy, RetryInviting};
 use crate::StoredResponse;
 
 /// Which handler responses get stored, and how large they may be.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResponsePolicy {
     pub(crate) cache: CachePolicy,
+    pub(crate) retry_inviting: RetryInviting,
     pub(crate) max_body: usize,
 }
 
 impl ResponsePolicy {
     /// The headers to store with a response of `status` and `headers` (a
     /// function listing them, as sent), or `None` when the response is not
-    /// stored at all: the cache policy excludes its status, or it says
-    /// `Cache-Control: no-store`.
+    /// stored at all: the cache policy excludes its status, it says
+    /// `Cache-Control: no-store`, or it invites a retry (unless the handler
+    /// stores those).
     pub(crate) fn headers_to_store<'a, I>(
         &self,
         status: u16,
@@ -30,9 +32,18 @@ impl ResponsePolicy {
     where
         I: Iterator<Item = (&'a str, &'a [u8])>,
     {
-        let no_store =
-            headers().any(|(n, v)| n.eq_ignore_ascii_case("cache-control") && has_no_store(v));
-        if !self.cache.stores(status) || no_store {
+        if !self.cache.stores(status) {
+            return None;
+        }
+        let (mut no_store, mut retry_after) = (false, false);
+        for (n, v) in headers() {
+            no_store |= n.eq_ignore_ascii_case("cache-control") && has_no_store(v);
+            retry_after |= n.eq_ignore_ascii_case("retry-after");
+        }
+        if no_store
+            || (self.retry_inviting == RetryInviting::Release
+                && RetryInviting::invites_retry(status, retry_after))
+        {
             return None;
         }
         Some(compact(
@@ -217,6 +228,7 @@ mod tests {
     fn stored_headers_skip_hop_by_hop_date_and_cookies() {
         let policy = ResponsePolicy {
             cache: CachePolicy::All,
+            retry_inviting: RetryInviting::Release,
             max_body: 10,
         };
         let headers = [
@@ -234,5 +246,39 @@ mod tests {
         assert!(policy
             .headers_to_store(201, || no_store.iter().copied())
             .is_none());
+    }
+
+    #[test]
+    fn retry_inviting_responses_are_released_unless_the_handler_stores_them() {
+        let release = ResponsePolicy {
+            cache: CachePolicy::All,
+            retry_inviting: RetryInviting::Release,
+            max_body: 10,
+        };
+        let store = ResponsePolicy {
+            retry_inviting: RetryInviting::Store,
+            ..release
+        };
+        let none: [(&str, &[u8]); 0] = [];
+        let retry_after = [("Retry-After", &b"1"[..])];
+        for status in [408, 425, 429, 502, 503, 504] {
+            assert!(release
+                .headers_to_store(status, || none.iter().copied())
+                .is_none());
+            assert!(store
+                .headers_to_store(status, || none.iter().copied())
+                .is_some());
+        }
+        // A 500 stays stored; with `Retry-After` it invites a retry.
+        assert!(release
+            .headers_to_store(500, || none.iter().copied())
+            .is_some());
+        assert!(release
+            .headers_to_store(500, || retry_after.iter().copied())
+            .is_none());
+        // `Retry-After` on a success invites nothing.
+        assert!(release
+            .headers_to_store(201, || retry_after.iter().copied())
+            .is_some());
     }
 }

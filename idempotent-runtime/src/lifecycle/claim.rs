@@ -3,6 +3,7 @@
 //! 503), waiting for a running duplicate when the handler asks to.
 
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,10 @@ impl Idempotency {
             OnConflict::Reject => None,
             OnConflict::Wait(d) => Some(started + d),
         };
+        if self.inner.draining.load(Ordering::Acquire) {
+            trace(config, "shutting_down", started);
+            return Begin::Refuse(Problem::shutting_down());
+        }
         let slot = self.slot(&id);
         // Whether the store was asked to publish this record's change (once,
         // before the first wait).

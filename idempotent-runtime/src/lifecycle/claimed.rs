@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ impl Claimed {
         config: HandlerConfig,
         started: Instant,
     ) -> Self {
+        idempotency.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             idempotency,
             id,
@@ -53,6 +55,7 @@ impl Claimed {
     pub(crate) fn policy(&self) -> ResponsePolicy {
         ResponsePolicy {
             cache: self.config.cache,
+            retry_inviting: self.config.retry_inviting,
             max_body: self.idempotency.limits().max_response_body,
         }
     }
@@ -162,6 +165,10 @@ impl Claimed {
 
 impl Drop for Claimed {
     fn drop(&mut self) {
+        self.idempotency
+            .inner
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel);
         if self.finished {
             return;
         }

@@ -181,3 +181,10 @@ impl Exchange {
         }
     }
 }
+
+/// Whether a request method is safe (RFC 9110: `GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`): the middleware forms let those pass untouched by default, since
+/// repeating them has no side effect to guard.
+pub(crate) fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+}

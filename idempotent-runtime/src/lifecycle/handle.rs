@@ -2,7 +2,7 @@
 //! waiting duplicates; how an app builds one, and the process-wide default a
 //! handler falls back to when the app installs none.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,11 @@ pub(super) struct Shared {
     pub(super) limits: Limits,
     notify: Arc<[Notify]>,
     pub(super) wait_recheck: Duration,
+    /// Claims held by requests of this runtime, from claim to completion
+    /// (see [`Idempotency::drain`]).
+    pub(super) in_flight: AtomicUsize,
+    /// Set by [`Idempotency::drain`]: no new claims.
+    pub(super) draining: AtomicBool,
 }
 
 /// Builds an [`Idempotency`].
@@ -97,6 +102,8 @@ impl IdempotencyBuilder {
                 limits: self.limits,
                 notify,
                 wait_recheck: self.wait_recheck,
+                in_flight: AtomicUsize::new(0),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -149,6 +156,11 @@ impl Idempotency {
         return Ok(Idempotency::global().clone());
         #[cfg(not(feature = "memory"))]
         missing(format!("no idempotency store is installed: {how}, or enable the `memory` feature of idempotent-runtime"))
+    }
+
+    /// Whether `other` is this very runtime (a clone of it).
+    pub(super) fn same_as(&self, other: &Idempotency) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The store.

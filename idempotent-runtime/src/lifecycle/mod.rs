@@ -11,12 +11,14 @@
 //! | `renewals` | lease renewals of running handlers, from the background thread |
 //! | `capture` | which responses and headers are stored; reading a body for storage |
 //! | `detach` | a handler whose client hangs up still runs to completion |
+//! | `drain` | shutdown: no new claims, running handlers finish, the cut-off released |
 //! | `exchange` | one HTTP request through all of it, as the framework adapters drive it |
 
 mod capture;
 mod claim;
 mod claimed;
 mod detach;
+mod drain;
 #[cfg(any(feature = "axum", feature = "actix"))]
 mod exchange;
 mod handle;
@@ -31,8 +33,9 @@ pub(crate) use capture::ResponsePolicy;
 pub(crate) use detach::finish_even_if_dropped;
 #[cfg(feature = "actix")]
 pub(crate) use detach::finish_even_if_dropped_local;
+pub use drain::Drained;
 #[cfg(any(feature = "axum", feature = "actix"))]
-pub(crate) use exchange::{Exchange, Framework, Step};
+pub(crate) use exchange::{is_safe_method, Exchange, Framework, Step};
 pub use handle::{Idempotency, IdempotencyBuilder};
 pub use plain::Outcome;
 

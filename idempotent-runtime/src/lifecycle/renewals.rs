@@ -92,6 +92,21 @@ impl Renewals {
         Renewing(n)
     }
 
+    /// Stops renewing the claims of `idempotency`'s running handlers and
+    /// returns them: their handlers were cut off by a drain.
+    pub(super) fn take_all_of(&self, idempotency: &Idempotency) -> Vec<(RecordId, OwnerToken)> {
+        let mut claims = self.lock();
+        let cut: Vec<u64> = claims
+            .iter()
+            .filter(|(_, r)| r.idempotency.same_as(idempotency))
+            .map(|(n, _)| *n)
+            .collect();
+        cut.into_iter()
+            .filter_map(|n| claims.remove(&n))
+            .map(|r| (r.id, r.owner))
+            .collect()
+    }
+
     /// Renews what is due every tick; ends after a second without claims.
     async fn tick(&'static self) {
         let mut idle = 0u32;

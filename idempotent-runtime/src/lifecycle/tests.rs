@@ -126,3 +126,70 @@ async fn a_store_panic_answers_a_problem() {
     assert!(!next.is_replay());
     assert_eq!(next.response().status, 201);
 }
+
+/// A drain waits for a running handler, which stores its response, and
+/// then refuses new claims.
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn drain_waits_for_running_handlers_then_refuses_claims() {
+    static CFG: HandlerConfig = HandlerConfig::new("drain");
+    let idem = Idempotency::new(crate::store::memory::MemoryStore::default());
+    let key = IdempotencyKey::parse(b"k").unwrap();
+    let fp = Fingerprint::of_bytes(b"x");
+    let running = {
+        let (idem, key) = (idem.clone(), key.clone());
+        tokio::spawn(async move {
+            idem.run(&CFG, None, &key, fp, || async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                StoredResponse::new(201, "paid")
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let drained = idem.drain(Duration::from_secs(10)).await;
+    assert_eq!((drained.finished, drained.cut_off), (1, 0));
+    assert!(matches!(
+        idem.lookup("drain", None, &key).await.unwrap(),
+        Some(Record::Completed { .. })
+    ));
+    assert!(!running.await.unwrap().unwrap().is_replay());
+    let other = IdempotencyKey::parse(b"other").unwrap();
+    let refused = idem
+        .run(&CFG, None, &other, fp, || async {
+            StoredResponse::new(201, "paid")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((refused.status, refused.kind), (503, "shutting-down"));
+    assert!(refused.retry_after.is_some());
+}
+
+/// A handler still running at the drain's deadline has its claim released,
+/// so a retry elsewhere need not wait for the lease.
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn drain_releases_the_claims_of_handlers_cut_off() {
+    static CFG: HandlerConfig = HandlerConfig::new("drain-cut");
+    let idem = Idempotency::new(crate::store::memory::MemoryStore::default());
+    let key = IdempotencyKey::parse(b"k").unwrap();
+    let fp = Fingerprint::of_bytes(b"x");
+    let _running = {
+        let (idem, key) = (idem.clone(), key.clone());
+        tokio::spawn(async move {
+            idem.run(&CFG, None, &key, fp, || async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                StoredResponse::new(201, "late")
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(
+        idem.lookup("drain-cut", None, &key).await.unwrap(),
+        Some(Record::InProgress { .. })
+    ));
+    let drained = idem.drain(Duration::from_millis(100)).await;
+    assert_eq!(drained.cut_off, 1);
+    assert_eq!(idem.lookup("drain-cut", None, &key).await.unwrap(), None);
+}
