@@ -2,8 +2,68 @@
 //! for every adapter × store pair by [`conformance_suite!`], and one store
 //! contract ([`contract`]) run for every store by [`store_contract!`].
 //!
+//! Neither suite keeps a list of its cases apart from the cases themselves:
+//! each case is defined inside the one `conformance_cases!(...)` or
+//! `contract_cases!(...)` invocation of its file, and that same invocation
+//! hands every name it defines to the suite macro (see `suite_cases!`). A
+//! case that exists runs; a `pub async fn` written outside the invocation
+//! fails the suite's `every_case_is_in_the_suite` test.
+//!
 //! Adapters implement [`Adapter`]: they serve the same test app (the routes in
 //! [`behaviour`]) over real HTTP on a loopback port.
+
+/// Defines the cases of one suite and, from the same invocation, the hidden
+/// `#[macro_export]` macro `$list!` that invokes `$suite!(@cases <its
+/// arguments>; <every case name>)`, and `NAMES`, those names as strings.
+///
+/// Every item given must be a case, `pub async fn name(...) { ... }`
+/// (generic parameters with plain trait bounds allowed); helpers live outside
+/// the invocation. `$d` is a `$` token, passed in so that the generated macro
+/// can have metavariables of its own.
+///
+/// Invoke the wrappers below with parentheses, `conformance_cases!(...);`:
+/// rustfmt formats items inside a parenthesized macro call, not inside braces.
+macro_rules! suite_cases {
+    (
+        ($d:tt) $list:ident => $suite:ident;
+        $(
+            $(#[$attr:meta])*
+            pub async fn $name:ident
+            $(<$($gen:ident: $bound:ident $(+ $bounds:ident)*),+>)?
+            ($($params:tt)*) $body:block
+        )*
+    ) => {
+        $(
+            $(#[$attr])*
+            pub async fn $name $(<$($gen: $bound $(+ $bounds)*),+>)? ($($params)*) $body
+        )*
+
+        /// The name of every case of this suite, in the order written.
+        pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        #[doc(hidden)]
+        #[macro_export]
+        macro_rules! $list {
+            ($d($d args:tt)*) => {
+                $d crate::$suite!(@cases $d($d args)*; $($name),*);
+            };
+        }
+    };
+}
+
+/// The cases of the conformance suite ([`cases`]).
+macro_rules! conformance_cases {
+    ($($cases:tt)*) => {
+        suite_cases!(($) __conformance_case_list => conformance_suite; $($cases)*);
+    };
+}
+
+/// The cases of the store contract ([`contract`]).
+macro_rules! contract_cases {
+    ($($cases:tt)*) => {
+        suite_cases!(($) __contract_case_list => store_contract; $($cases)*);
+    };
+}
 
 pub mod actix_app;
 pub mod axum_app;
@@ -273,48 +333,40 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Fails if `source` (a suite's file) has a `pub async fn` that is not one of
+/// `names`, the cases its `suite_cases!` invocation defined: a case written
+/// outside that invocation would otherwise never run.
+#[doc(hidden)]
+pub fn assert_every_case_is_listed(file: &str, source: &str, names: &[&str]) {
+    let outside: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("pub async fn "))
+        .map(|rest| rest.split(['(', '<']).next().unwrap_or(rest).trim())
+        .filter(|name| !names.contains(name))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{file}: {outside:?} defined outside the one invocation that lists the cases, so never run"
+    );
+    assert!(!names.is_empty(), "{file}: no cases found");
+}
+
 /// Declares the conformance suite for one adapter and one store: one
-/// `#[tokio::test]` per case of [`cases`].
+/// `#[tokio::test]` per case of [`cases`], every case defined there (the
+/// list comes from the `conformance_cases!` invocation that defines them).
 #[macro_export]
 macro_rules! conformance_suite {
     ($adapter:ty, $store:ty) => {
-        $crate::conformance_suite!(@cases $adapter, $store;
-            missing_key_is_400,
-            invalid_keys_are_400,
-            first_request_executes_and_retry_replays,
-            replay_keeps_status_and_headers_but_not_cookies,
-            sf_string_key_is_the_same_key,
-            different_payload_is_422,
-            different_query_is_422,
-            duplicate_in_flight_is_409_with_retry_after,
-            concurrent_duplicates_execute_once,
-            wait_mode_replays_after_first_finishes,
-            wait_mode_gives_409_when_wait_runs_out,
-            bad_json_does_not_consume_key,
-            body_over_limit_is_413,
-            response_over_limit_is_sent_then_410,
-            cache_all_replays_server_errors,
-            cache_success_releases_on_error,
-            cache_non_server_error_stores_4xx_not_5xx,
-            no_store_response_is_not_stored,
-            optional_key_runs_without_idempotency,
-            custom_header_and_replay_header,
-            scopes_are_separate,
-            principal_header_scopes_keys,
-            principal_function_scopes_keys,
-            client_disconnect_still_completes,
-            panic_releases_claim_and_server_keeps_serving,
-            lease_is_renewed_while_handler_runs,
-            expired_lease_lets_retry_execute,
-            expired_ttl_lets_key_run_again,
-            operator_lookup_and_forget,
-            store_full_is_503,
-            extractor_shapes_work,
-            nested_routes_fingerprint_the_full_path,
-            repeated_key_header_is_400,
-            middleware_makes_plain_handlers_idempotent,
-            blocking_handler_keeps_its_lease
-        );
+        $crate::__conformance_case_list!($adapter, $store);
+
+        #[test]
+        fn every_case_is_in_the_suite() {
+            $crate::assert_every_case_is_listed(
+                "tests/src/cases.rs",
+                $crate::cases::SOURCE,
+                $crate::cases::NAMES,
+            );
+        }
     };
     (@cases $adapter:ty, $store:ty; $($case:ident),* $(,)?) => {
         $(
@@ -331,24 +383,21 @@ macro_rules! conformance_suite {
 }
 
 /// Declares the store contract suite for one store: one `#[tokio::test]` per
-/// case of [`contract`].
+/// case of [`contract`], every case defined there (the list comes from the
+/// `contract_cases!` invocation that defines them).
 #[macro_export]
 macro_rules! store_contract {
     ($store:ty) => {
-        $crate::store_contract!(@cases $store;
-            claim_is_exclusive_under_concurrency,
-            completed_record_is_returned_by_claim,
-            complete_requires_the_owner,
-            release_frees_the_key_only_for_the_owner,
-            renew_extends_the_lease,
-            lease_expires_without_renewal,
-            expired_owner_is_fenced_out,
-            ttl_expires_completed_records,
-            delete_removes_any_record,
-            late_completion_lands_when_nobody_took_over,
-            large_responses_round_trip,
-            huge_ttl_and_lease_are_kept
-        );
+        $crate::__contract_case_list!($store);
+
+        #[test]
+        fn every_case_is_in_the_suite() {
+            $crate::assert_every_case_is_listed(
+                "tests/src/contract.rs",
+                $crate::contract::SOURCE,
+                $crate::contract::NAMES,
+            );
+        }
     };
     (@cases $store:ty; $($case:ident),* $(,)?) => {
         $(
