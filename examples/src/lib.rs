@@ -1,6 +1,8 @@
 //! What the example servers share: the payments, the command line, and the
 //! batch endpoint. `axum-payments` and `actix-payments` only add their
-//! framework's routing around it (SPEC §9).
+//! framework's routing around it, so both serve the same payment API
+//! (`POST /payments`, `GET /payments`, `POST /payments/batch`) and answer it
+//! alike.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
-//! `actix-payments`: the example payment API of SPEC §9 on actix-web, the same
-//! contract as `axum-payments`.
+//! `actix-payments`: the example payment API (`POST /payments`, idempotent
+//! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on
+//! actix-web, answering exactly as `axum-payments` does.
 //!
 //! ```text
 //! actix-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]

@@ -1,4 +1,5 @@
-//! `axum-payments`: the example payment API of SPEC §9 on axum.
+//! `axum-payments`: the example payment API (`POST /payments`, idempotent
+//! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on axum.
 //!
 //! ```text
 //! axum-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]
