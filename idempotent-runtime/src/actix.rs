@@ -166,6 +166,10 @@ impl Framework for Actix {
         b.body(stored.body.clone().unwrap_or_default())
     }
 
+    fn status(response: &HttpResponse) -> u16 {
+        response.status().as_u16()
+    }
+
     async fn capture(
         response: HttpResponse,
         policy: ResponsePolicy,

@@ -337,6 +337,10 @@ impl Framework for Axum {
         r
     }
 
+    fn status(response: &Response) -> u16 {
+        response.status().as_u16()
+    }
+
     async fn capture(
         response: Response,
         policy: ResponsePolicy,

@@ -13,6 +13,8 @@
 //! | <a id="request-too-large"></a>`#request-too-large` | 413 | the body is over the fingerprinting limit |
 //! | <a id="request-unreadable"></a>`#request-unreadable` | 400 | the body could not be read |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used with a different request (method, path, query or body) |
+//! | <a id="lease-lost"></a>`#lease-lost` | 409 | the handler outlived its claim's lease and another request took the key over; this attempt's transaction was rolled back (with `Retry-After`: the retry gets the other request's outcome) |
+//! | <a id="transaction-not-committed"></a>`#transaction-not-committed` | 500 | the handler's transaction could not be committed with its record (its response was over the storage limit, or its `Tx` outlived the handler); it was rolled back and the key is free |
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler panicked; its claim was released |
 //! | <a id="idempotency-failed"></a>`#idempotency-failed` | 500 | the life cycle panicked outside the handler (a store's bug, most likely); the key may stay reserved until its lease ends |
 //! | <a id="record-unreadable"></a>`#record-unreadable` | 500 | the stored record cannot be decoded |
@@ -197,6 +199,38 @@ impl Problem {
             "key-reused",
             "Idempotency key reused",
             "this idempotency key was already used with a different request (method, path, query or body); use a new key for a new request".into(),
+        )
+    }
+
+    /// `#lease-lost`: the claim was taken over while the handler ran; its
+    /// transaction was rolled back.
+    pub(crate) fn lease_lost() -> Self {
+        Self::new(
+            409,
+            "lease-lost",
+            "Claim lost",
+            "this request ran longer than its claim's lease and another request with the same key took over; this attempt's writes were rolled back; retry to get that request's outcome".into(),
+        )
+        .retry_after(1)
+    }
+
+    /// `#transaction-not-committed`: the response was over the storage limit.
+    pub(crate) fn transaction_response_too_large(limit: usize) -> Self {
+        Self::new(
+            500,
+            "transaction-not-committed",
+            "Transaction not committed",
+            format!("the handler's response was larger than the {limit}-byte storage limit, and its writes commit only together with a stored response, so they were rolled back; the key is free again (raise `Limits::max_response_body`)"),
+        )
+    }
+
+    /// `#transaction-not-committed`: the handler's `Tx` outlived it.
+    pub(crate) fn transaction_escaped() -> Self {
+        Self::new(
+            500,
+            "transaction-not-committed",
+            "Transaction not committed",
+            "the handler's transaction was still held after the handler finished (moved into a task?), so it could not be committed with the record; the key is free again".into(),
         )
     }
 

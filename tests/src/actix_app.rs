@@ -183,6 +183,11 @@ async fn layered(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
 }
 
+/// A safe method under the middleware: it needs no key.
+async fn layered_list() -> &'static str {
+    "listed"
+}
+
 static LAYERED: HandlerConfig = HandlerConfig::new("layered");
 
 fn app(
@@ -218,6 +223,7 @@ fn app(
         .service(
             web::scope("/layered")
                 .wrap(IdempotentRoutes::new(&LAYERED))
-                .route("/pay", web::post().to(layered)),
+                .route("/pay", web::post().to(layered))
+                .route("/pay", web::get().to(layered_list)),
         )
 }

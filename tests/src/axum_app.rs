@@ -177,6 +177,11 @@ async fn layered(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
 }
 
+/// A safe method under the middleware: it needs no key.
+async fn layered_list() -> &'static str {
+    "listed"
+}
+
 static LAYERED: idempotent_runtime::HandlerConfig =
     idempotent_runtime::HandlerConfig::new("layered");
 
@@ -203,9 +208,11 @@ fn router() -> Router {
         )
         .nest(
             "/layered",
-            Router::new().route("/pay", post(layered)).route_layer(
-                idempotent_runtime::axum::IdempotentRoutesLayer::new(&LAYERED),
-            ),
+            Router::new()
+                .route("/pay", post(layered).get(layered_list))
+                .route_layer(idempotent_runtime::axum::IdempotentRoutesLayer::new(
+                    &LAYERED,
+                )),
         )
         .with_state("things")
 }

@@ -991,6 +991,68 @@ conformance_cases!(
         assert_eq!(executions(&tag), 2);
     }
 
+    /// The middleware forms leave safe methods alone: listing needs no key.
+    pub async fn safe_methods_pass_the_middleware(env: &Env) {
+        let r = env.get("/layered/pay").send().await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(&r.body[..], b"listed");
+        let again = env.get("/layered/pay").key(&unique("k")).send().await;
+        assert_eq!(again.status, 200);
+        assert!(!again.replayed());
+    }
+
+    /// A percent-encoded spelling of the same path is the same request: the
+    /// retry replays rather than answering 422.
+    pub async fn percent_encoded_path_is_the_same_request(env: &Env) {
+        let (tag, key) = (unique("t"), unique("k"));
+        let first = env
+            .post("/accounts/1/pay")
+            .key(&key)
+            .json(input(&tag))
+            .send()
+            .await;
+        assert_eq!(first.status, 201);
+        let again = env
+            .post("/accounts/%31/pay")
+            .key(&key)
+            .json(input(&tag))
+            .send()
+            .await;
+        assert!(again.replayed(), "{} {:?}", again.status, again.body);
+        assert_eq!(again.body, first.body);
+        assert_eq!(executions(&tag), 1);
+    }
+
+    /// An answer that invites a retry (503, 429) is not stored under the
+    /// default `cache = "all"`: the retry runs the handler again.
+    pub async fn retry_inviting_answers_are_not_stored(env: &Env) {
+        for status in [503, 429] {
+            let (tag, key) = (unique("t"), unique("k"));
+            let body = json!({"tag": tag, "status": status});
+            let first = env
+                .post("/default")
+                .key(&key)
+                .json(body.clone())
+                .send()
+                .await;
+            assert_eq!(first.status, status);
+            let retry = env.post("/default").key(&key).json(body).send().await;
+            assert_eq!(retry.status, status);
+            assert!(!retry.replayed());
+            assert_eq!(executions(&tag), 2, "status {status}");
+        }
+    }
+
+    /// A declared `Content-Length` over the limit is refused (413) before any
+    /// of the body is sent or read.
+    pub async fn declared_oversized_body_is_413_before_the_body(env: &Env) {
+        let lines =
+            crate::answers_to_head_only(env.server.addr, "/default", &unique("k"), 2 * 1024 * 1024)
+                .await;
+        let last = lines.last().map(String::as_str).unwrap_or_default();
+        assert!(last.starts_with("HTTP/1.1 413"), "answers: {lines:?}");
+    }
+
     /// `lease = "1s"`, and the handler *blocks its thread* for 2.5 s (a
     /// synchronous call): renewals must not depend on that thread (actix workers
     /// are single-threaded), or the claim lapses and a duplicate runs again.

@@ -148,6 +148,11 @@ impl Env {
         self.remote().post(path)
     }
 
+    /// A GET of `path`.
+    pub fn get(&self, path: &str) -> Req {
+        self.remote().get(path)
+    }
+
     fn remote(&self) -> Remote {
         Remote {
             client: self.client.clone(),
@@ -410,4 +415,40 @@ macro_rules! store_contract {
             }
         )*
     };
+}
+
+/// Sends only the head of a keyed JSON POST to `path` that declares a body
+/// of `content_length` bytes and asks `Expect: 100-continue`, never the body,
+/// and returns the status lines answered until a final (non-1xx) one.
+pub async fn answers_to_head_only(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    content_length: usize,
+) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\nExpect: 100-continue\r\n\r\n",
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let lines: Vec<String> = text
+            .split("\r\n")
+            .filter(|l| l.starts_with("HTTP/"))
+            .map(str::to_owned)
+            .collect();
+        if lines.iter().any(|l| !l.starts_with("HTTP/1.1 1")) {
+            return lines;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("a final answer without the body being sent")
+            .expect("read");
+        assert!(n > 0, "closed without a final answer: {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
 }

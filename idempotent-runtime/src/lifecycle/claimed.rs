@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 
 use super::capture::ResponsePolicy;
 use super::renewals::renewals;
+use super::transaction::{OpenTx, TxCell, TxOutcome};
 use super::{trace, Idempotency};
 use crate::config::HandlerConfig;
 use crate::problem::Problem;
@@ -28,6 +29,8 @@ pub(crate) struct Claimed {
     config: HandlerConfig,
     started: Instant,
     finished: bool,
+    /// The handler's own transaction, where the store offers one.
+    tx: Option<Arc<TxCell>>,
 }
 
 impl Claimed {
@@ -48,7 +51,18 @@ impl Claimed {
             config,
             started,
             finished: false,
+            tx: None,
         }
+    }
+
+    /// Lets the handler write through its own transaction, committed with
+    /// the record (see [`TxCell`]).
+    pub(crate) fn with_transaction(mut self, cell: Option<Arc<TxCell>>) -> Self {
+        if let Some(cell) = &cell {
+            cell.adopt();
+        }
+        self.tx = cell;
+        self
     }
 
     /// Which responses of this handler are stored, and up to what size.
@@ -87,49 +101,123 @@ impl Claimed {
         );
         let result = (&mut handler).await;
         drop(renewing);
-        let store = self.idempotency.store();
         self.finished = true;
-        let outcome = match result {
-            Err(_panic) => {
+        let tx = self.tx.take().map(|cell| cell.take());
+        let outcome = match (result, tx) {
+            (Err(_panic), tx) => {
                 tracing::error!(target: "idempotent", scope = self.config.scope, "handler panicked; its claim is released so a retry may run it again");
-                let _ = store.release(&self.id, self.owner).await;
-                self.idempotency.slot(&self.id).notify_waiters();
-                trace(&self.config, "panicked", self.started);
+                self.abandon(tx, "panicked").await;
                 return Err(Problem::handler_failed());
             }
-            Ok((value, None)) => {
-                if let Err(e) = store.release(&self.id, self.owner).await {
-                    tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing an unstored response's claim failed; the key frees up when its lease ends");
-                }
-                trace(&self.config, "executed_not_stored", self.started);
+            (Ok((value, None)), tx) => {
+                self.abandon(tx, "executed_not_stored").await;
                 value
             }
-            Ok((value, Some(response))) => {
-                match store
-                    .complete(
-                        &self.id,
-                        self.owner,
-                        self.fingerprint,
-                        response.clone(),
-                        self.config.ttl,
-                    )
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; the newer owner's result stands and this response was not stored")
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
-                        self.retry_completion(response);
-                    }
-                }
-                trace(&self.config, "executed", self.started);
+            (Ok((value, Some(response))), None | Some(TxOutcome::Unused)) => {
+                self.complete(response).await;
+                value
+            }
+            (Ok((_, Some(_))), Some(TxOutcome::Escaped)) => {
+                tracing::error!(target: "idempotent", scope = self.config.scope, "the handler's transaction outlived the handler; it cannot be committed with the record");
+                self.abandon(None, "transaction_escaped").await;
+                return Err(Problem::transaction_escaped());
+            }
+            (Ok((value, Some(response))), Some(TxOutcome::Returned(tx))) => {
+                self.commit(tx, response).await?;
                 value
             }
         };
         self.idempotency.slot(&self.id).notify_waiters();
         Ok(outcome)
+    }
+
+    /// The response is not stored (or the handler panicked): the handler's
+    /// transaction, if any, is rolled back and the claim released, so a retry
+    /// runs again.
+    async fn abandon(&self, tx: Option<TxOutcome>, outcome: &'static str) {
+        if let Some(TxOutcome::Returned(tx)) = tx {
+            tx.rollback().await;
+        }
+        if let Err(e) = self.idempotency.store().release(&self.id, self.owner).await {
+            tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing the claim failed; the key frees up when its lease ends");
+        }
+        self.idempotency.slot(&self.id).notify_waiters();
+        trace(&self.config, outcome, self.started);
+    }
+
+    /// Stores the response, fenced by the owner token.
+    async fn complete(&self, response: Arc<StoredResponse>) {
+        let stored = self
+            .idempotency
+            .store()
+            .complete(
+                &self.id,
+                self.owner,
+                self.fingerprint,
+                response.clone(),
+                self.config.ttl,
+            )
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; the newer owner's result stands and this response was not stored")
+            }
+            Err(e) => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "storing the response failed; retrying in the background");
+                self.retry_completion(response);
+            }
+        }
+        trace(&self.config, "executed", self.started);
+    }
+
+    /// Writes the record in the handler's own transaction and commits both.
+    /// A response that cannot be replayed (over the storage limit) is not
+    /// committed either: stored and committed are one event.
+    async fn commit(
+        &self,
+        tx: Box<dyn OpenTx>,
+        response: Arc<StoredResponse>,
+    ) -> Result<(), Problem> {
+        if response.body.is_none() {
+            self.abandon(Some(TxOutcome::Returned(tx)), "executed_not_stored")
+                .await;
+            return Err(Problem::transaction_response_too_large(
+                self.idempotency.limits().max_response_body,
+            ));
+        }
+        let committed = tx
+            .commit_with(
+                self.id.clone(),
+                self.owner,
+                self.fingerprint,
+                response,
+                self.config.ttl,
+            )
+            .await;
+        match committed {
+            Ok(true) => {
+                trace(&self.config, "executed", self.started);
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; this attempt's writes were rolled back and the newer owner's result stands");
+                trace(&self.config, "lease_lost", self.started);
+                Err(Problem::lease_lost())
+            }
+            Err(e) => {
+                // Rolled back, or (the connection lost during COMMIT) maybe
+                // committed: releasing is safe either way, since a completed
+                // record has no owner to match.
+                self.idempotency.release_in_background(
+                    self.id.clone(),
+                    self.owner,
+                    self.config.lease,
+                );
+                trace(&self.config, "store_error", self.started);
+                Err(Problem::store(&e))
+            }
+        }
     }
 
     /// Retries a failed completion until it lands or the lease would have run

@@ -13,6 +13,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::capture::{join, ResponsePolicy};
 use super::claim::Begin;
+use super::transaction::{TxCell, TxOutcome};
 use super::Idempotency;
 use crate::config::{HandlerConfig, RequestHead};
 use crate::problem::Problem;
@@ -37,6 +38,9 @@ pub(crate) trait Framework {
         response: Self::Response,
         policy: ResponsePolicy,
     ) -> impl Future<Output = (Self::Response, Option<Arc<StoredResponse>>)>;
+
+    /// The status of a response.
+    fn status(response: &Self::Response) -> u16;
 }
 
 /// A request's place in the life cycle, from its key to its answer.
@@ -44,6 +48,8 @@ pub(crate) struct Exchange {
     idempotency: Idempotency,
     config: &'static HandlerConfig,
     ticket: Ticket,
+    /// The handler's own transaction, where the store offers one.
+    tx: Option<Arc<TxCell>>,
 }
 
 enum Ticket {
@@ -65,7 +71,7 @@ enum Ticket {
 pub(crate) enum Step<R, H, T> {
     /// Answer this (a replay or a problem); the handler does not run.
     Answer(R),
-    /// Run the handler as it is: the request has no key.
+    /// Run the handler without idempotency: the request has no key.
     Plain(H),
     /// Run this task, which owns the claim: through
     /// `finish_even_if_dropped` (or its local twin), so that it completes
@@ -95,7 +101,21 @@ impl Exchange {
             idempotency,
             config,
             ticket,
+            tx: None,
         })
+    }
+
+    /// The runtime of this request.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn idempotency(&self) -> &Idempotency {
+        &self.idempotency
+    }
+
+    /// Lets the handler write through its own transaction (the `Tx`
+    /// extractor of a transactional store), committed with the record.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn with_transaction(&mut self, cell: Arc<TxCell>) {
+        self.tx = Some(cell);
     }
 
     /// Whether the body must be read (and handed on from a buffer) for the
@@ -157,14 +177,18 @@ impl Exchange {
     pub(crate) async fn start<X, H>(
         self,
         handler: H,
-    ) -> Step<X::Response, H, impl Future<Output = Result<X::Response, Problem>>>
+    ) -> Step<
+        X::Response,
+        impl Future<Output = X::Response>,
+        impl Future<Output = Result<X::Response, Problem>>,
+    >
     where
         X: Framework,
         H: Future<Output = X::Response>,
     {
         let (id, fingerprint) = match self.ticket {
             Ticket::Ready { id, fingerprint } => (id, fingerprint),
-            Ticket::None => return Step::Plain(handler),
+            Ticket::None => return Step::Plain(plain::<X, _>(self.tx, handler)),
             // An adapter that skipped the body: fail closed.
             Ticket::Unread { .. } => {
                 return Step::Answer(X::problem(Problem::idempotency_failed()))
@@ -174,12 +198,37 @@ impl Exchange {
             Begin::Replay(stored) => Step::Answer(X::replay(&stored, self.config.replay_header)),
             Begin::Refuse(problem) => Step::Answer(X::problem(problem)),
             Begin::Run(claimed) => {
+                let claimed = claimed.with_transaction(self.tx);
                 let policy = claimed.policy();
                 let task = claimed.run(async move { X::capture(handler.await, policy).await });
                 Step::Run(tracing::Instrument::in_current_span(task))
             }
         }
     }
+}
+
+/// Runs a handler without idempotency (its request has no key). A
+/// transaction it began commits if it answers below 400, and rolls back
+/// otherwise.
+async fn plain<X: Framework, H: Future<Output = X::Response>>(
+    tx: Option<Arc<TxCell>>,
+    handler: H,
+) -> X::Response {
+    let Some(cell) = tx else {
+        return handler.await;
+    };
+    cell.adopt();
+    let response = handler.await;
+    if let TxOutcome::Returned(tx) = cell.take() {
+        if X::status(&response) < 400 {
+            if let Err(e) = tx.commit().await {
+                return X::problem(Problem::store(&e));
+            }
+        } else {
+            tx.rollback().await;
+        }
+    }
+    response
 }
 
 /// Whether a request method is safe (RFC 9110: `GET`, `HEAD`, `OPTIONS`,

@@ -12,6 +12,7 @@
 //! | `capture` | which responses and headers are stored; reading a body for storage |
 //! | `detach` | a handler whose client hangs up still runs to completion |
 //! | `drain` | shutdown: no new claims, running handlers finish, the cut-off released |
+//! | `transaction` | the handler's own database transaction, committed with its record |
 //! | `exchange` | one HTTP request through all of it, as the framework adapters drive it |
 
 mod capture;
@@ -24,6 +25,7 @@ mod exchange;
 mod handle;
 mod plain;
 mod renewals;
+mod transaction;
 
 use std::time::Instant;
 
@@ -38,6 +40,8 @@ pub use drain::Drained;
 pub(crate) use exchange::{is_safe_method, Exchange, Framework, Step};
 pub use handle::{Idempotency, IdempotencyBuilder};
 pub use plain::Outcome;
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
+pub(crate) use transaction::{BoxFuture, OpenTx, TxCell};
 
 use crate::config::HandlerConfig;
 
