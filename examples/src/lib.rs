@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use idempotent_runtime::store::memory::MemoryStore;
 use idempotent_runtime::store::redis::RedisStore;
-use idempotent_runtime::{Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse};
+use idempotent_runtime::{
+    Drained, Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse,
+};
 use serde::{Deserialize, Serialize};
 
 /// `POST /payments` body.
@@ -23,9 +25,32 @@ pub struct NewPayment {
     /// Sleep this long before creating the payment.
     #[serde(default)]
     pub delay_ms: u64,
-    /// Answer 500 without creating a payment.
+    /// Once the payment is recorded, sleep this long before answering.
+    #[serde(default)]
+    pub hold_ms: u64,
+    /// Answer 500 without creating a payment (stored and replayed, like any
+    /// final answer).
     #[serde(default)]
     pub fail: bool,
+    /// Answer 503 with `Retry-After: 1` without creating a payment, as when
+    /// a dependency is down: an answer that invites a retry, so it is not
+    /// stored and the retry runs the handler again.
+    #[serde(default)]
+    pub unavailable: bool,
+}
+
+impl NewPayment {
+    /// A payment of `amount` in `currency`, with none of the test knobs.
+    pub fn new(amount: i64, currency: String) -> Self {
+        NewPayment {
+            amount,
+            currency,
+            delay_ms: 0,
+            hold_ms: 0,
+            fail: false,
+            unavailable: false,
+        }
+    }
 }
 
 /// A created payment.
@@ -68,7 +93,9 @@ const LIST_KEY: &str = "idempotent-examples:payments";
 const NEXT_ID_KEY: &str = "idempotent-examples:payments:next-id";
 
 impl Payments {
-    /// Creates a payment (after `delay_ms`), or fails with 500 if asked to.
+    /// Creates a payment (after `delay_ms`, and answering `hold_ms` after
+    /// recording it), or fails with 500 or 503 if asked to; `Err` is the
+    /// status to answer (see [`failure_body`] and [`retry_after`]).
     pub async fn create(&self, req: NewPayment) -> Result<Payment, u16> {
         if req.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(req.delay_ms)).await;
@@ -76,6 +103,18 @@ impl Payments {
         if req.fail {
             return Err(500);
         }
+        if req.unavailable {
+            return Err(503);
+        }
+        let hold = Duration::from_millis(req.hold_ms);
+        let payment = self.record(req).await?;
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        Ok(payment)
+    }
+
+    async fn record(&self, req: NewPayment) -> Result<Payment, u16> {
         match self {
             Payments::Memory { list, next_id } => {
                 let n = next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -137,9 +176,38 @@ impl Payments {
     }
 }
 
-/// The body of a failed payment.
-pub fn failure_body() -> serde_json::Value {
-    serde_json::json!({"error": "payment failed"})
+/// The body of an answer with `status` when no payment was made: 503 when
+/// the payment service (or the Redis behind it) is unavailable, 500 when the
+/// payment failed.
+pub fn failure_body(status: u16) -> serde_json::Value {
+    match status {
+        503 => serde_json::json!({"error": "payment service unavailable"}),
+        _ => serde_json::json!({"error": "payment failed"}),
+    }
+}
+
+/// The `Retry-After` of an answer with `status` when no payment was made:
+/// `1` (second) for a 503, which is worth retrying soon; none otherwise.
+pub fn retry_after(status: u16) -> Option<&'static str> {
+    (status == 503).then_some("1")
+}
+
+/// How long, on SIGTERM or Ctrl-C, the servers let running handlers (those
+/// whose client hung up included) finish before they exit anyway: the
+/// claims of handlers still running then are released, so that a retry
+/// need not wait for their lease to end.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reports on stderr the handlers a drain cut off, if any.
+#[allow(clippy::print_stderr)]
+pub fn report_drain(drained: Drained) {
+    if drained.cut_off > 0 {
+        eprintln!(
+            "shutdown: {} handler(s) still running after {} s were cut off; their keys were released",
+            drained.cut_off,
+            DRAIN_DEADLINE.as_secs()
+        );
+    }
 }
 
 /// `POST /payments/batch` body.
@@ -152,12 +220,21 @@ pub struct Batch {
 /// One batch item.
 #[derive(Deserialize, Serialize)]
 pub struct BatchItem {
-    /// Its idempotency key.
+    /// Its idempotency key, read as an `Idempotency-Key` header value is:
+    /// `q-7f3a`, `"q-7f3a"` (an RFC 8941 string) and ` q-7f3a` are one key.
     pub key: String,
     /// Amount in minor units.
     pub amount: i64,
     /// ISO currency code.
     pub currency: String,
+}
+
+/// What a batch item asks for, without its key: what its fingerprint covers,
+/// so that one key spelled two ways is one request, not a reuse.
+#[derive(Serialize)]
+struct ItemPayload<'a> {
+    amount: i64,
+    currency: &'a str,
 }
 
 /// Runs a batch: each item idempotent on its own key, through the plain API.
@@ -174,19 +251,18 @@ pub async fn run_batch(
                 .push(serde_json::json!({"key": item.key, "status": 400, "error": "invalid key"}));
             continue;
         };
-        let fingerprint = Fingerprint::of_bytes(&serde_json::to_vec(&item).unwrap_or_default());
-        let payments = payments.clone();
-        let req = NewPayment {
+        let payload = ItemPayload {
             amount: item.amount,
-            currency: item.currency.clone(),
-            delay_ms: 0,
-            fail: false,
+            currency: &item.currency,
         };
+        let fingerprint = Fingerprint::of_bytes(&serde_json::to_vec(&payload).unwrap_or_default());
+        let payments = payments.clone();
+        let req = NewPayment::new(item.amount, item.currency.clone());
         let outcome = idempotency
             .run(&ITEMS, None, &key, fingerprint, || async move {
                 match payments.create(req).await {
                     Ok(p) => StoredResponse::new(201, serde_json::to_vec(&p).unwrap_or_default()),
-                    Err(status) => StoredResponse::new(status, failure_body().to_string()),
+                    Err(status) => StoredResponse::new(status, failure_body(status).to_string()),
                 }
             })
             .await;
@@ -207,7 +283,8 @@ pub async fn run_batch(
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: both servers then stop
-/// gracefully, finishing the requests in flight.
+/// accepting connections, let the handlers running finish (those whose
+/// client hung up included) for up to [`DRAIN_DEADLINE`], and exit.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");

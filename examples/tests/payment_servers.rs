@@ -156,9 +156,13 @@ async fn both_servers_answer_identically() {
                 .send()
                 .await,
         );
+        // On a connection of its own: answered 413 before its body is read,
+        // the connection is then closed (axum says nothing of it, so a pooled
+        // client reusing it would fail the next step, not this one).
         step(
             "too large",
-            api.post("/payments")
+            Remote::new(server.addr)
+                .post("/payments")
                 .key("big")
                 .header("content-type", "application/json")
                 .body(vec![b' '; 1024 * 1024 + 1])
@@ -177,6 +181,19 @@ async fn both_servers_answer_identically() {
         step(
             "failed replay",
             api.post("/payments").key("f").json(fail).send().await,
+        );
+        let down = json!({"amount": 1, "currency": "EUR", "unavailable": true});
+        step(
+            "unavailable",
+            api.post("/payments")
+                .key("u")
+                .json(down.clone())
+                .send()
+                .await,
+        );
+        step(
+            "unavailable again",
+            api.post("/payments").key("u").json(down).send().await,
         );
         let slow = json!({"amount": 2, "currency": "EUR", "delay_ms": 1000});
         let running = api.post("/payments").key("slow").json(slow.clone()).spawn();
@@ -210,7 +227,7 @@ async fn both_servers_answer_identically() {
     let statuses: Vec<u16> = axum.iter().map(|(_, r)| r.status).collect();
     assert_eq!(
         statuses,
-        [201, 201, 201, 422, 400, 400, 400, 400, 413, 500, 500, 409, 201, 201, 200]
+        [201, 201, 201, 422, 400, 400, 400, 400, 413, 500, 500, 503, 503, 409, 201, 201, 200]
     );
 }
 
@@ -294,4 +311,187 @@ fn unreachable_redis_is_a_clear_startup_error() {
             "{bin}"
         );
     }
+}
+
+/// `"unavailable": true` answers 503 with `Retry-After: 1` and creates
+/// nothing; the answer is not stored, so each retry with the same key runs
+/// the handler again, and once the dependency is back (the same key without
+/// the flag) the payment is made.
+async fn unavailable_is_not_stored(bin: &str) {
+    let server = start(bin);
+    let api = Remote::new(server.addr);
+    let down = json!({"amount": 9, "currency": "EUR", "unavailable": true});
+    for attempt in ["first", "retry"] {
+        let r = api
+            .post("/payments")
+            .key("dep-down")
+            .json(down.clone())
+            .send()
+            .await;
+        assert_eq!(r.status, 503, "{attempt}: {:?}", r.body);
+        assert_eq!(r.header("retry-after"), Some("1"), "{attempt}");
+        assert!(!r.replayed(), "{attempt}: run, not replayed");
+        assert_eq!(
+            r.json(),
+            json!({"error": "payment service unavailable"}),
+            "{attempt}: the handler's answer"
+        );
+    }
+    assert_eq!(
+        api.get("/payments").send().await.json(),
+        json!([]),
+        "no payment while unavailable"
+    );
+    let back = api
+        .post("/payments")
+        .key("dep-down")
+        .json(payment(9))
+        .send()
+        .await;
+    assert_eq!(back.status, 201, "{:?}", back.body);
+    assert!(!back.replayed());
+    let list = api.get("/payments").send().await.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test]
+async fn unavailable_is_not_stored_axum() {
+    unavailable_is_not_stored(SERVERS[0]).await;
+}
+
+#[tokio::test]
+async fn unavailable_is_not_stored_actix() {
+    unavailable_is_not_stored(SERVERS[1]).await;
+}
+
+/// A batch item's key means what the `Idempotency-Key` header means: `q-7f3a`,
+/// `"q-7f3a"` (RFC 8941 string) and ` q-7f3a` are one key, so the same item
+/// under the three spellings is one payment, then two replays.
+async fn batch_item_keys_are_parsed_not_spelled(bin: &str) {
+    let server = start(bin);
+    let api = Remote::new(server.addr);
+    let mut answers = Vec::new();
+    for key in ["q-7f3a", "\"q-7f3a\"", " q-7f3a"] {
+        let r = api
+            .post("/payments/batch")
+            .json(json!({"items": [{"key": key, "amount": 42, "currency": "EUR"}]}))
+            .send()
+            .await;
+        assert_eq!(r.status, 200);
+        answers.push(r.json()[0].clone());
+    }
+    let statuses: Vec<_> = answers.iter().map(|a| a["status"].clone()).collect();
+    assert_eq!(statuses, [201, 201, 201], "{answers:?}");
+    let replayed: Vec<_> = answers.iter().map(|a| a["replayed"].clone()).collect();
+    assert_eq!(replayed, [false, true, true], "{answers:?}");
+    assert_eq!(answers[1]["payment"], answers[0]["payment"]);
+    assert_eq!(answers[2]["payment"], answers[0]["payment"]);
+    let list = api.get("/payments").send().await.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test]
+async fn batch_item_keys_axum() {
+    batch_item_keys_are_parsed_not_spelled(SERVERS[0]).await;
+}
+
+#[tokio::test]
+async fn batch_item_keys_actix() {
+    batch_item_keys_are_parsed_not_spelled(SERVERS[1]).await;
+}
+
+/// `hold_ms`: the payment is recorded first, then the answer is held back
+/// that long, the key still claimed meanwhile.
+async fn hold_answers_after_recording(bin: &str) {
+    let server = start(bin);
+    let api = Remote::new(server.addr);
+    let body = json!({"amount": 8, "currency": "EUR", "hold_ms": 2000});
+    let running = api.post("/payments").key("held").json(body.clone()).spawn();
+    let started = tokio::time::Instant::now();
+    let listed = loop {
+        let list = api.get("/payments").send().await.json();
+        if let Some(p) = list.as_array().and_then(|l| l.first()) {
+            break p.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no payment recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !running.is_finished(),
+        "recorded, but the answer is still held back"
+    );
+    let dup = api.post("/payments").key("held").json(body).send().await;
+    dup.assert_problem(409, "request-in-progress");
+    let answer = running.await.unwrap();
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.json(), listed, "the answer is the recorded payment");
+}
+
+#[tokio::test]
+async fn hold_axum() {
+    hold_answers_after_recording(SERVERS[0]).await;
+}
+
+#[tokio::test]
+async fn hold_actix() {
+    hold_answers_after_recording(SERVERS[1]).await;
+}
+
+/// A connection whose request head never ends (or never starts) is closed
+/// (or answered 408) in seconds, not kept open: the bound here is generous,
+/// the servers' timeout is about 5 s.
+fn unfinished_heads_are_timed_out(bin: &str) {
+    use std::io::{Read, Write};
+    let server = start(bin);
+    let heads: [&'static [u8]; 3] = [
+        b"POST /payments HTTP/1.1\r\nhost: x\r\nidempotency-key: slow\r\n",
+        b"",
+        // A prefix of the HTTP/2 preface.
+        b"PRI * HT",
+    ];
+    let waits: Vec<_> = heads
+        .into_iter()
+        .map(|head| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(addr).unwrap();
+                conn.write_all(head).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut answer = Vec::new();
+                match conn.read_to_end(&mut answer) {
+                    // Closed, with a 408 or nothing.
+                    Ok(_) => assert!(
+                        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+                        "{:?}: {:?}",
+                        String::from_utf8_lossy(head),
+                        String::from_utf8_lossy(&answer)
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                    Err(e) => panic!(
+                        "{:?}: still open after 30 s ({e})",
+                        String::from_utf8_lossy(head)
+                    ),
+                }
+            })
+        })
+        .collect();
+    for (wait, head) in waits.into_iter().zip(heads) {
+        if wait.join().is_err() {
+            panic!("{bin}: {:?}", String::from_utf8_lossy(head));
+        }
+    }
+}
+
+#[test]
+fn unfinished_heads_are_timed_out_axum() {
+    unfinished_heads_are_timed_out(SERVERS[0]);
+}
+
+#[test]
+fn unfinished_heads_are_timed_out_actix() {
+    unfinished_heads_are_timed_out(SERVERS[1]);
 }

@@ -5,14 +5,20 @@
 //! ```text
 //! actix-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]
 //! ```
+//!
+//! On SIGTERM or Ctrl-C it stops accepting connections, lets the handlers
+//! running finish (those whose client hung up included, which run as tasks
+//! on the workers) for up to 10 s, then stops the workers and exits.
 
 // A command-line program reports its errors on stderr.
 #![allow(clippy::print_stderr)]
 
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use idempotent_examples::{
-    failure_body, run_batch, shutdown_signal, Batch, NewPayment, Options, Payments,
+    failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
+    Options, Payments, DRAIN_DEADLINE,
 };
 use idempotent_runtime::actix::idempotent;
 use idempotent_runtime::Idempotency;
@@ -22,10 +28,15 @@ use idempotent_runtime::Idempotency;
 async fn create_payment(payments: web::Data<Payments>, req: web::Json<NewPayment>) -> HttpResponse {
     match payments.create(req.into_inner()).await {
         Ok(p) => HttpResponse::Created().json(p),
-        Err(status) => HttpResponse::build(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        )
-        .json(failure_body()),
+        Err(status) => {
+            let mut answer = HttpResponse::build(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            if let Some(seconds) = retry_after(status) {
+                answer.insert_header((RETRY_AFTER, seconds));
+            }
+            answer.json(failure_body(status))
+        }
     }
 }
 
@@ -63,9 +74,10 @@ fn main() {
     let result = actix_web::rt::System::new().block_on(async move {
         let (idempotency, payments) = opts.backends().await.map_err(|e| (2, e))?;
         let payments = web::Data::new(payments);
+        let app_idempotency = idempotency.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(idempotency.clone())
+                .app_data(app_idempotency.clone())
                 .app_data(payments.clone())
                 // The same 1 MiB request body limit as the idempotency layer.
                 .app_data(web::JsonConfig::default().limit(1024 * 1024))
@@ -73,9 +85,14 @@ fn main() {
                 .route("/payments", web::get().to(list_payments))
                 .route("/payments/batch", web::post().to(create_batch))
         })
-        // Graceful on SIGINT as on SIGTERM, like axum-payments (actix's own
-        // handler treats SIGINT as a forced stop).
-        .shutdown_signal(shutdown_signal())
+        // Signals are handled below: actix's own handling would stop the
+        // workers as soon as their connections close, and with them the
+        // handlers whose client hung up (tasks on those workers), and it
+        // treats SIGINT as a forced stop.
+        .disable_signals()
+        // Once the drain is over, what is left (requests without a key, the
+        // handlers it cut off, idle connections) gets this long.
+        .shutdown_timeout(2)
         .bind(&opts.listen)
         .map_err(|e| (1, format!("cannot listen on {}: {e}", opts.listen)))?;
         let addr = server
@@ -84,10 +101,16 @@ fn main() {
             .map(ToString::to_string)
             .unwrap_or(opts.listen.clone());
         println!("listening on {addr}");
-        server
-            .run()
-            .await
-            .map_err(|e| (1, format!("server error: {e}")))
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            // Stop accepting; the workers, and the handlers on them, run on.
+            handle.pause().await;
+            report_drain(idempotency.drain(DRAIN_DEADLINE).await);
+            handle.stop(true).await;
+        });
+        server.await.map_err(|e| (1, format!("server error: {e}")))
     });
     if let Err((code, e)) = result {
         eprintln!("{e}");
