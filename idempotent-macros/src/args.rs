@@ -48,24 +48,45 @@ pub(crate) struct Args {
 }
 
 impl Parse for Args {
+    /// On a syntax error, fails with it and with every error found before
+    /// it: what follows cannot be read, so the rules between arguments are
+    /// not checked.
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Args::default();
+        match args.parse_all(input) {
+            Ok(()) => Ok(args),
+            Err(syntax) => {
+                let mut errors = std::mem::take(&mut args.errors);
+                errors.push(syntax);
+                let mut all = errors.remove(0);
+                for e in errors {
+                    all.combine(e);
+                }
+                Err(all)
+            }
+        }
+    }
+}
+
+impl Args {
+    fn parse_all(&mut self, input: ParseStream<'_>) -> syn::Result<()> {
         while !input.is_empty() {
             let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
             input.parse::<Token![=]>().map_err(|e| {
+                let example = example(&key.to_string()).unwrap_or("...");
                 syn::Error::new(
                     e.span(),
-                    format!("expected `=` after `{key}`, as in `{key} = ...`"),
+                    format!("expected `=` after `{key}`, as in `{key} = {example}`"),
                 )
             })?;
             let value: Expr = input.parse()?;
-            args.accept(key, value);
+            self.accept(key, value);
             if input.is_empty() {
                 break;
             }
             input.parse::<Token![,]>()?;
         }
-        Ok(args)
+        Ok(())
     }
 }
 
@@ -165,5 +186,73 @@ fn string(key: &Ident, value: Expr) -> syn::Result<LitStr> {
                 format!("`{key}` expects a string literal like {example}"),
             ))
         }
+    }
+}
+
+/// A value for `key`, to show in messages.
+fn example(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "header" => "\"Idempotency-Key\"",
+        "ttl" => "\"24h\"",
+        "scope" => "\"payments\"",
+        "required" => "false",
+        "lease" | "wait" => "\"30s\"",
+        "on_conflict" => "\"wait\"",
+        "cache" => "\"success\"",
+        "replay_header" => "\"Idempotent-Replayed\"",
+        "principal" => "\"X-Api-Key\"",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{example, Args, ARGUMENTS};
+
+    fn errors(attr: &str) -> Vec<String> {
+        match syn::parse_str::<Args>(attr) {
+            Ok(args) => args.errors.iter().map(ToString::to_string).collect(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_argument_has_an_example() {
+        for arg in ARGUMENTS {
+            assert!(example(arg).is_some(), "{arg}");
+        }
+    }
+
+    #[test]
+    fn a_missing_equals_sign_shows_the_argument_written_out() {
+        assert_eq!(
+            errors(r#"ttl "24h""#),
+            ["expected `=` after `ttl`, as in `ttl = \"24h\"`"]
+        );
+        assert_eq!(
+            errors(r#"tll "24h""#),
+            ["expected `=` after `tll`, as in `tll = ...`"]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_the_errors_found_before_it() {
+        let errors = errors(r#"headr = "x", ttl = 24, scope "payments""#);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("unknown argument `headr`"));
+        assert!(errors[1].starts_with("`ttl` expects a string literal"));
+        assert!(errors[2].starts_with("expected `=` after `scope`"));
+    }
+
+    #[test]
+    fn repetitions_are_reported_and_parsing_goes_on() {
+        let errors = errors(r#"ttl = "1h", ttl = "2h", required = "no""#);
+        assert_eq!(
+            errors,
+            [
+                "`ttl` specified more than once",
+                "`required` expects `true` or `false`"
+            ]
+        );
     }
 }

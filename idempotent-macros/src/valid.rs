@@ -1,24 +1,40 @@
 //! Rules: each argument on its own, then the rules between arguments.
+//!
+//! Options the user did not write stay `None`: the runtime's
+//! `HandlerConfig::new` holds the defaults, and the macro emits only the
+//! setters written. A rule that needs a default (a `lease` longer than the
+//! default `ttl`, say) becomes a `LeaseCheck`, which the expansion turns into
+//! a `const` evaluated over the built options.
 
 use proc_macro2::Span;
 use syn::{LitStr, Path};
 
 use crate::args::{Args, PrincipalArg};
 
-/// Validated options, ready for code generation.
+/// Validated options, ready for code generation: `None` is "not written".
+#[derive(Default)]
 pub(crate) struct Options {
-    pub(crate) header: String,
-    pub(crate) ttl_ms: u64,
+    pub(crate) header: Option<String>,
+    pub(crate) ttl_ms: Option<u64>,
     pub(crate) scope: Option<String>,
-    pub(crate) required: bool,
-    pub(crate) lease_ms: u64,
-    pub(crate) wait_ms: Option<u64>,
-    pub(crate) cache: Cache,
-    pub(crate) replay_header: String,
+    pub(crate) required: Option<bool>,
+    pub(crate) lease_ms: Option<u64>,
+    pub(crate) on_conflict: Option<OnConflict>,
+    pub(crate) cache: Option<Cache>,
+    pub(crate) replay_header: Option<String>,
     pub(crate) principal: Option<(Principal, Span)>,
+    /// Set when only one of `lease` and `ttl` is written.
+    pub(crate) lease_check: Option<LeaseCheck>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnConflict {
+    Reject,
+    /// Wait this many milliseconds.
+    Wait(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cache {
     All,
     Success,
@@ -30,9 +46,19 @@ pub(crate) enum Principal {
     Function(Path),
 }
 
-const DEFAULT_TTL_MS: u64 = 24 * 3600 * 1000;
-const DEFAULT_LEASE_MS: u64 = 30 * 1000;
+/// "The lease must not outlive the TTL" where one of them is the runtime's
+/// default: checked at compile time over the built options, failing with
+/// `message` on the written value.
+pub(crate) struct LeaseCheck {
+    pub(crate) span: Span,
+    pub(crate) message: String,
+}
+
+/// How long a duplicate waits with `on_conflict = "wait"` and no `wait`. The
+/// runtime's `OnConflict::Wait` carries its duration and has no default, so
+/// this one default lives here.
 const DEFAULT_WAIT_MS: u64 = 10 * 1000;
+/// The runtime's `MIN_LEASE`: renewals run every lease/3.
 const MIN_LEASE_MS: u64 = 1000;
 
 pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
@@ -41,13 +67,11 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
     let header = args
         .header
         .as_ref()
-        .map(|h| note(&errors, header_name(h, "header")))
-        .unwrap_or_else(|| Some("idempotency-key".into()));
+        .map(|h| note(&errors, header_name(h, "header")));
     let replay_header = args
         .replay_header
         .as_ref()
-        .map(|h| note(&errors, header_name(h, "replay_header")))
-        .unwrap_or_else(|| Some("idempotent-replayed".into()));
+        .map(|h| note(&errors, header_name(h, "replay_header")));
     let ttl = args
         .ttl
         .as_ref()
@@ -61,7 +85,7 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
         .as_ref()
         .map(|d| note(&errors, duration_arg(d, "wait")));
     let scope = args.scope.as_ref().map(|s| note(&errors, scope(s)));
-    let on_conflict = args.on_conflict.as_ref().map(|s| {
+    let waits = args.on_conflict.as_ref().map(|s| {
         note(
             &errors,
             match s.value().as_str() {
@@ -96,43 +120,23 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
     });
 
     let mut errors = errors.into_inner();
-    // Rules between arguments, each with its fix.
-    let ttl_ms = match ttl {
-        Some(Some(ms)) => Some(ms),
-        Some(None) => None,
-        None => Some(DEFAULT_TTL_MS),
-    };
-    let lease_ms = match lease {
-        Some(Some(ms)) => Some(ms),
-        Some(None) => None,
-        None => Some(DEFAULT_LEASE_MS),
-    };
-    if let (Some(ttl_ms), Some(lease_ms)) = (ttl_ms, lease_ms) {
-        if lease_ms > ttl_ms {
-            let (span, msg) = match (&args.lease, &args.ttl) {
-                (Some(l), _) => (
-                    l.span(),
-                    format!(
-                        "`lease` ({}) is longer than `ttl` ({}): a claim must not outlive the record it protects; shorten `lease` or lengthen `ttl`",
-                        l.value(),
-                        args.ttl.as_ref().map_or("24h".into(), LitStr::value)
-                    ),
+    // Each duration on its own: a lease is at least `MIN_LEASE`, and so is a
+    // TTL, which no lease may outlive.
+    let ttl_ms = match (&args.ttl, ttl.flatten()) {
+        (Some(t), Some(ms)) if ms < MIN_LEASE_MS => {
+            errors.push(syn::Error::new(
+                t.span(),
+                format!(
+                    "`ttl` must be at least 1s, the shortest `lease` (a claim must not outlive the record it protects); got {:?}",
+                    t.value()
                 ),
-                (None, Some(t)) => (
-                    t.span(),
-                    format!(
-                        "`ttl` ({}) is shorter than the default `lease` of 30s; add a shorter `lease`, e.g. `lease = \"{}\"`",
-                        t.value(),
-                        t.value()
-                    ),
-                ),
-                (None, None) => unreachable!("defaults satisfy lease <= ttl"),
-            };
-            errors.push(syn::Error::new(span, msg));
+            ));
+            None
         }
-    }
-    if let (Some(l), Some(Some(ms))) = (&args.lease, lease) {
-        if ms < MIN_LEASE_MS {
+        (_, ms) => ms,
+    };
+    let lease_ms = match (&args.lease, lease.flatten()) {
+        (Some(l), Some(ms)) if ms < MIN_LEASE_MS => {
             errors.push(syn::Error::new(
                 l.span(),
                 format!(
@@ -140,10 +144,49 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
                     l.value()
                 ),
             ));
+            None
         }
+        (_, ms) => ms,
+    };
+    // Rules between arguments, each with its fix.
+    let mut lease_check = None;
+    match (&args.lease, lease_ms, &args.ttl, ttl_ms) {
+        (Some(l), Some(lease_ms), Some(t), Some(ttl_ms)) if lease_ms > ttl_ms => {
+            errors.push(syn::Error::new(
+                l.span(),
+                format!(
+                    "`lease` ({}) is longer than `ttl` ({}): a claim must not outlive the record it protects; shorten `lease` or lengthen `ttl`",
+                    l.value(),
+                    t.value()
+                ),
+            ));
+        }
+        (Some(l), Some(_), None, _) => {
+            lease_check = Some(LeaseCheck {
+                span: l.span(),
+                message: format!(
+                    "`lease` ({}) is longer than the default `ttl`: a claim must not outlive the record it protects; shorten `lease` or add a `ttl` at least as long, e.g. `ttl = \"{}\"`",
+                    l.value(),
+                    l.value()
+                ),
+            });
+        }
+        (None, _, Some(t), Some(_)) => {
+            lease_check = Some(LeaseCheck {
+                span: t.span(),
+                message: format!(
+                    "`ttl` ({}) is shorter than the default `lease`: a claim must not outlive the record it protects; add a shorter `lease`, e.g. `lease = \"{}\"`",
+                    t.value(),
+                    t.value()
+                ),
+            });
+        }
+        // Both written and in order, neither written (the defaults agree),
+        // or one invalid and already reported.
+        _ => {}
     }
-    let waits = matches!(on_conflict, Some(Some(true)));
-    if let (Some(w), false) = (&args.wait, waits) {
+    let waits = waits.flatten();
+    if let (Some(w), false) = (&args.wait, waits == Some(true)) {
         errors.push(syn::Error::new(
             w.span(),
             "`wait` requires `on_conflict = \"wait\"`; add it, or remove `wait`",
@@ -153,18 +196,23 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    // Every `None` below was reported above.
-    let missing = || vec![syn::Error::new(Span::call_site(), "invalid arguments")];
     Ok(Options {
-        header: header.ok_or_else(missing)?,
-        ttl_ms: ttl_ms.ok_or_else(missing)?,
+        header: header.flatten(),
+        ttl_ms,
         scope: scope.flatten(),
-        required: args.required.as_ref().is_none_or(|b| b.value),
-        lease_ms: lease_ms.ok_or_else(missing)?,
-        wait_ms: waits.then(|| wait.flatten().unwrap_or(DEFAULT_WAIT_MS)),
-        cache: cache.flatten().unwrap_or(Cache::All),
-        replay_header: replay_header.ok_or_else(missing)?,
+        required: args.required.as_ref().map(|b| b.value),
+        lease_ms,
+        on_conflict: waits.map(|waits| {
+            if waits {
+                OnConflict::Wait(wait.flatten().unwrap_or(DEFAULT_WAIT_MS))
+            } else {
+                OnConflict::Reject
+            }
+        }),
+        cache: cache.flatten(),
+        replay_header: replay_header.flatten(),
         principal: principal.flatten(),
+        lease_check,
     })
 }
 
@@ -235,8 +283,106 @@ pub(crate) fn parse_duration_ms(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_duration_ms, validate, Cache, OnConflict, Options};
     use proptest::prelude::*;
+
+    fn options(attr: &str) -> Result<Options, Vec<String>> {
+        let args = syn::parse_str(attr).map_err(|e| vec![e.to_string()])?;
+        validate(args).map_err(|es| es.iter().map(ToString::to_string).collect())
+    }
+
+    fn error(attr: &str) -> String {
+        match options(attr) {
+            Ok(_) => panic!("{attr} is accepted"),
+            Err(es) => {
+                assert_eq!(es.len(), 1, "{es:?}");
+                es[0].clone()
+            }
+        }
+    }
+
+    #[test]
+    fn options_not_written_stay_unset() {
+        let o = options(r#"scope = "payments""#).unwrap();
+        assert_eq!(o.scope.as_deref(), Some("payments"));
+        assert!(o.header.is_none() && o.replay_header.is_none());
+        assert!(o.ttl_ms.is_none() && o.lease_ms.is_none());
+        assert!(o.required.is_none() && o.on_conflict.is_none() && o.cache.is_none());
+        assert!(o.principal.is_none() && o.lease_check.is_none());
+    }
+
+    #[test]
+    fn options_written_are_set_as_written() {
+        let o = options(
+            r#"header = "X-Key", ttl = "7d", lease = "1m", required = false, on_conflict = "reject", cache = "success", replay_header = "X-Replayed""#,
+        )
+        .unwrap();
+        assert_eq!(o.header.as_deref(), Some("x-key"));
+        assert_eq!(o.replay_header.as_deref(), Some("x-replayed"));
+        assert_eq!(o.ttl_ms, Some(7 * 86_400_000));
+        assert_eq!(o.lease_ms, Some(60_000));
+        assert_eq!(o.required, Some(false));
+        assert_eq!(o.on_conflict, Some(OnConflict::Reject));
+        assert_eq!(o.cache, Some(Cache::Success));
+    }
+
+    #[test]
+    fn waiting_without_a_wait_uses_ten_seconds() {
+        let o = options(r#"on_conflict = "wait""#).unwrap();
+        assert_eq!(o.on_conflict, Some(OnConflict::Wait(10_000)));
+        let o = options(r#"on_conflict = "wait", wait = "3s""#).unwrap();
+        assert_eq!(o.on_conflict, Some(OnConflict::Wait(3_000)));
+    }
+
+    #[test]
+    fn lease_against_a_default_ttl_is_left_to_a_compile_time_check() {
+        let check = options(r#"lease = "2d""#).unwrap().lease_check.unwrap();
+        assert!(check
+            .message
+            .starts_with("`lease` (2d) is longer than the default `ttl`"));
+        let check = options(r#"ttl = "10s""#).unwrap().lease_check.unwrap();
+        assert!(check
+            .message
+            .starts_with("`ttl` (10s) is shorter than the default `lease`"));
+        assert!(check.message.ends_with("e.g. `lease = \"10s\"`"));
+        // Both written: decided here. Neither: the defaults agree.
+        assert!(options(r#"ttl = "1h", lease = "1m""#)
+            .unwrap()
+            .lease_check
+            .is_none());
+        assert!(options("").unwrap().lease_check.is_none());
+    }
+
+    #[test]
+    fn lease_longer_than_ttl_both_written() {
+        assert_eq!(
+            error(r#"ttl = "30m", lease = "1h""#),
+            "`lease` (1h) is longer than `ttl` (30m): a claim must not outlive the record it protects; shorten `lease` or lengthen `ttl`"
+        );
+    }
+
+    #[test]
+    fn lease_and_ttl_are_at_least_one_second() {
+        assert!(error(r#"lease = "999ms""#).starts_with("`lease` must be at least 1s"));
+        assert!(error(r#"ttl = "500ms""#).starts_with("`ttl` must be at least 1s"));
+        // One error for a short TTL, not also "shorten `lease`".
+        assert!(error(r#"ttl = "500ms", lease = "1s""#).starts_with("`ttl` must be at least 1s"));
+        assert!(options(r#"ttl = "1s", lease = "1s""#).is_ok());
+    }
+
+    #[test]
+    fn invalid_values_name_what_is_accepted() {
+        assert_eq!(
+            error(r#"on_conflict = "queue""#),
+            "invalid `on_conflict` \"queue\": expected \"reject\" or \"wait\""
+        );
+        assert!(error(r#"scope = "pay ments""#)
+            .starts_with("invalid `scope` \"pay ments\": expected 1 to 100"));
+        assert!(error(&format!("scope = \"{}\"", "a".repeat(101))).starts_with("invalid `scope`"));
+        assert!(error(r#"cache = "2xx""#).starts_with("invalid `cache`"));
+        assert!(error(r#"header = "Idempotency Key""#).starts_with("invalid `header`"));
+        assert!(error(r#"wait = "5s""#).starts_with("`wait` requires `on_conflict = \"wait\"`"));
+    }
 
     #[test]
     fn units() {

@@ -86,9 +86,12 @@ pub use idempotent_macros::idempotent_axum as idempotent;
 #[doc(hidden)]
 pub use idempotent_macros::idempotent_no_framework as idempotent;
 
+mod checks;
+
 /// What generated code calls. Not public API: no stability promise.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::checks::lease_exceeds_ttl;
     pub use crate::config::{CachePolicy, HandlerConfig, OnConflict, Principal};
     pub use core::time::Duration;
 
@@ -102,11 +105,16 @@ pub mod __private {
     #[cfg(feature = "axum")]
     pub mod axum {
         pub use crate::axum::__private::{run, Extract, Response};
+        pub use crate::checks::axum::{AxumExtractor, AxumPartsExtractor, AxumResponse};
     }
 
     /// The actix-web side of generated handlers.
     #[cfg(feature = "actix")]
     pub mod actix {
         pub use crate::actix::__private::{run, HttpRequest, HttpResponse, Payload};
+        pub use crate::checks::actix::{
+            ActixExtractor, ActixResponse, Arguments, ExtractFuture, ExtractResult, Extracted,
+        };
+        pub use actix_web::dev::Payload as RequestPayload;
     }
 }

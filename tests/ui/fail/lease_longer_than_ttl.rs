@@ -5,9 +5,4 @@ async fn create() -> &'static str {
     "created"
 }
 
-#[idempotent(ttl = "10s")]
-async fn shorter_than_default_lease() -> &'static str {
-    "created"
-}
-
 fn main() {}

@@ -1,6 +1,6 @@
 use idempotent_runtime::axum::idempotent;
 
-#[idempotent(ttl = 24, required = "yes")]
+#[idempotent(ttl = 24)]
 async fn create() -> &'static str {
     "created"
 }

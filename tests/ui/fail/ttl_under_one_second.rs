@@ -1,0 +1,8 @@
+use idempotent_runtime::axum::idempotent;
+
+#[idempotent(ttl = "500ms")]
+async fn create() -> &'static str {
+    "created"
+}
+
+fn main() {}
