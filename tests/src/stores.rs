@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idempotent_runtime::store::memory::MemoryStore;
+use idempotent_runtime::store::postgres::PostgresStore;
 use idempotent_runtime::store::redis::RedisStore;
 use idempotent_runtime::store::{ChangeListener, Claim, Store, StoreError};
 use idempotent_runtime::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
+use crate::postgres_server::PostgresServer;
 use crate::redis_server::{RedisCluster as Cluster, RedisServer};
 
 /// Any store under test.
@@ -22,6 +24,9 @@ pub enum AnyStore {
     Redis(RedisStore, Option<Arc<RedisServer>>),
     /// The Redis store on a local three-master cluster (and its guard).
     Cluster(RedisStore, Option<Arc<Cluster>>),
+    /// The PostgreSQL store on a table of the test's own, and the guard
+    /// that closes it when the test ends.
+    Postgres(PostgresStore, Option<Arc<PostgresGuard>>),
 }
 
 impl AnyStore {
@@ -33,6 +38,7 @@ impl AnyStore {
             AnyStore::Memory(s) => AnyStore::Memory(s.clone()),
             AnyStore::Redis(s, _) => AnyStore::Redis(s.clone(), None),
             AnyStore::Cluster(s, _) => AnyStore::Cluster(s.clone(), None),
+            AnyStore::Postgres(s, _) => AnyStore::Postgres(s.clone(), None),
         }
     }
 
@@ -40,7 +46,25 @@ impl AnyStore {
     pub fn redis_server(&self) -> Option<&Arc<RedisServer>> {
         match self {
             AnyStore::Redis(_, server) => server.as_ref(),
-            AnyStore::Memory(_) | AnyStore::Cluster(..) => None,
+            AnyStore::Memory(_) | AnyStore::Cluster(..) | AnyStore::Postgres(..) => None,
+        }
+    }
+
+    /// A PostgreSQL store on `server`, closed when the test ends.
+    pub fn postgres(store: PostgresStore, server: Arc<PostgresServer>) -> AnyStore {
+        let guard = PostgresGuard {
+            server,
+            store: store.clone(),
+        };
+        AnyStore::Postgres(store, Some(Arc::new(guard)))
+    }
+
+    /// The PostgreSQL server behind this store, if it is a PostgreSQL store
+    /// with one.
+    pub fn postgres_server(&self) -> Option<&Arc<PostgresServer>> {
+        match self {
+            AnyStore::Postgres(_, guard) => guard.as_ref().map(|g| &g.server),
+            AnyStore::Memory(_) | AnyStore::Redis(..) | AnyStore::Cluster(..) => None,
         }
     }
 }
@@ -91,6 +115,56 @@ impl StoreFactory for RedisCluster {
     }
 }
 
+/// The PostgreSQL store on a table of the test's own (so that tests never
+/// see each other's rows), on the database shared by this process's tests.
+pub struct Postgres;
+
+impl StoreFactory for Postgres {
+    async fn make() -> Option<AnyStore> {
+        let server = PostgresServer::shared()?;
+        let store = postgres_store(&server, |b| b).await;
+        Some(AnyStore::postgres(store, server))
+    }
+}
+
+/// Keeps a test's PostgreSQL server (a shared one, or the test's own) and
+/// closes the test's store when the test ends: a test server that is never
+/// shut down (actix's) must not keep its connections and its listener
+/// open for the rest of the process, or the suite runs out of connections.
+#[derive(Debug)]
+pub struct PostgresGuard {
+    server: Arc<PostgresServer>,
+    store: PostgresStore,
+}
+
+impl Drop for PostgresGuard {
+    fn drop(&mut self) {
+        // Takes effect at once; the connections close in the background.
+        drop(self.store.close());
+    }
+}
+
+/// A PostgreSQL store on `server`, on a new table of its own (migrated),
+/// configured further by `configure`.
+pub async fn postgres_store(
+    server: &PostgresServer,
+    configure: impl FnOnce(
+        idempotent_runtime::store::postgres::PostgresStoreBuilder,
+    ) -> idempotent_runtime::store::postgres::PostgresStoreBuilder,
+) -> PostgresStore {
+    let store = configure(PostgresStore::builder(server.url()).table(postgres_table()))
+        .build()
+        .await
+        .expect("connect to the test's PostgreSQL");
+    store.migrate().await.expect("create the test's table");
+    store
+}
+
+/// A table name of the test's own.
+pub fn postgres_table() -> String {
+    crate::unique("idem").replace('-', "_")
+}
+
 impl Store for AnyStore {
     async fn claim(
         &self,
@@ -103,6 +177,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.claim(id, fingerprint, owner, lease).await,
             AnyStore::Redis(s, _) => s.claim(id, fingerprint, owner, lease).await,
             AnyStore::Cluster(s, _) => s.claim(id, fingerprint, owner, lease).await,
+            AnyStore::Postgres(s, _) => s.claim(id, fingerprint, owner, lease).await,
         }
     }
 
@@ -116,6 +191,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.renew(id, owner, lease).await,
             AnyStore::Redis(s, _) => s.renew(id, owner, lease).await,
             AnyStore::Cluster(s, _) => s.renew(id, owner, lease).await,
+            AnyStore::Postgres(s, _) => s.renew(id, owner, lease).await,
         }
     }
 
@@ -131,6 +207,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.complete(id, owner, fingerprint, response, ttl).await,
             AnyStore::Redis(s, _) => s.complete(id, owner, fingerprint, response, ttl).await,
             AnyStore::Cluster(s, _) => s.complete(id, owner, fingerprint, response, ttl).await,
+            AnyStore::Postgres(s, _) => s.complete(id, owner, fingerprint, response, ttl).await,
         }
     }
 
@@ -139,6 +216,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.release(id, owner).await,
             AnyStore::Redis(s, _) => s.release(id, owner).await,
             AnyStore::Cluster(s, _) => s.release(id, owner).await,
+            AnyStore::Postgres(s, _) => s.release(id, owner).await,
         }
     }
 
@@ -147,6 +225,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.get(id).await,
             AnyStore::Redis(s, _) => s.get(id).await,
             AnyStore::Cluster(s, _) => s.get(id).await,
+            AnyStore::Postgres(s, _) => s.get(id).await,
         }
     }
 
@@ -155,6 +234,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.delete(id).await,
             AnyStore::Redis(s, _) => s.delete(id).await,
             AnyStore::Cluster(s, _) => s.delete(id).await,
+            AnyStore::Postgres(s, _) => s.delete(id).await,
         }
     }
 
@@ -165,6 +245,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.watch(id, for_).await,
             AnyStore::Redis(s, _) => s.watch(id, for_).await,
             AnyStore::Cluster(s, _) => s.watch(id, for_).await,
+            AnyStore::Postgres(s, _) => s.watch(id, for_).await,
         }
     }
 
@@ -173,6 +254,7 @@ impl Store for AnyStore {
             AnyStore::Memory(s) => s.subscribe(on_change),
             AnyStore::Redis(s, _) => s.subscribe(on_change),
             AnyStore::Cluster(s, _) => s.subscribe(on_change),
+            AnyStore::Postgres(s, _) => s.subscribe(on_change),
         }
     }
 }

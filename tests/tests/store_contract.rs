@@ -11,3 +11,7 @@ mod redis {
 mod redis_cluster {
     idempotent_tests::store_contract!(idempotent_tests::stores::RedisCluster);
 }
+
+mod postgres {
+    idempotent_tests::store_contract!(idempotent_tests::stores::Postgres);
+}

@@ -24,6 +24,8 @@ use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 mod digest_hash;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 
