@@ -114,12 +114,44 @@ async fn prepare(
     let query = Some(req.query_string()).filter(|q| !q.is_empty());
     let head = RequestHead::new(req.method().as_str(), req.path(), query, req.headers());
     let mut ctx = Exchange::identify(idempotency, config, &head).map_err(problem_response)?;
+    #[cfg(feature = "postgres")]
+    if ctx.idempotency().postgres().is_some() {
+        ctx.with_transaction(tx_cell(req));
+    }
     if !ctx.needs_body() {
         return Ok((ctx, payload));
     }
     let body = ctx.read_body(payload).await.map_err(problem_response)?;
     ctx.fingerprint(req.method().as_str(), req.path(), query, &body);
     Ok((ctx, Payload::from(body)))
+}
+
+/// The request's transaction cell, put in its extensions by whichever comes
+/// first: [`prepare`] or the `Tx` extractor.
+#[cfg(feature = "postgres")]
+fn tx_cell(req: &HttpRequest) -> Arc<crate::lifecycle::TxCell> {
+    use actix_web::HttpMessage;
+    if let Some(cell) = req.extensions().get::<Arc<crate::lifecycle::TxCell>>() {
+        return cell.clone();
+    }
+    let cell = Arc::<crate::lifecycle::TxCell>::default();
+    req.extensions_mut().insert(cell.clone());
+    cell
+}
+
+/// `Tx` as an actix-web extractor: rejected with 500
+/// `no-transactional-store` unless the installed store is a Postgres store.
+#[cfg(feature = "postgres")]
+impl FromRequest for crate::tx::Tx {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let tx = idempotency_of(req).and_then(|i| crate::tx::Tx::new(&i, || tx_cell(req)));
+        std::future::ready(tx.map_err(|p| {
+            actix_web::error::InternalError::from_response("idempotent", problem_response(p)).into()
+        }))
+    }
 }
 
 /// Runs a handler through the life cycle and answers.

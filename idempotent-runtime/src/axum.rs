@@ -277,13 +277,27 @@ async fn prepare(
         let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
         Exchange::identify(idempotency, config, &head).map_err(IntoResponse::into_response)?
     };
+    let mut parts = parts;
+    #[cfg(feature = "postgres")]
+    if ctx.idempotency().postgres().is_some() {
+        ctx.with_transaction(tx_cell(&mut parts.extensions));
+    }
     if !ctx.needs_body() {
         return Ok((ctx, Request::from_parts(parts, body)));
     }
     let bytes = ctx
         .read_body(body.into_data_stream())
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|problem| {
+            let mut response = problem.into_response();
+            // The rest of the body is left unread, so hyper closes the
+            // connection after this answer: say so, or a keep-alive client
+            // sends its next request into a closing connection.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        })?;
     ctx.fingerprint(parts.method.as_str(), uri.path(), query, &bytes);
     Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
 }
@@ -365,6 +379,34 @@ impl Framework for Axum {
             Err(stream) => Body::from_stream(stream),
         };
         (Response::from_parts(parts, live), Some(stored))
+    }
+}
+
+/// The request's transaction cell, put in its extensions by whichever comes
+/// first: [`prepare`] or the `Tx` extractor.
+#[cfg(feature = "postgres")]
+fn tx_cell(extensions: &mut http::Extensions) -> Arc<crate::lifecycle::TxCell> {
+    if let Some(cell) = extensions.get::<Arc<crate::lifecycle::TxCell>>() {
+        return cell.clone();
+    }
+    let cell = Arc::<crate::lifecycle::TxCell>::default();
+    extensions.insert(cell.clone());
+    cell
+}
+
+/// `Tx` as an axum extractor (any position): rejected with 500
+/// `no-transactional-store` unless the installed store is a Postgres store.
+#[cfg(feature = "postgres")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::tx::Tx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let idempotency = idempotency_of(parts).map_err(IntoResponse::into_response)?;
+        crate::tx::Tx::new(&idempotency, || tx_cell(&mut parts.extensions))
+            .map_err(IntoResponse::into_response)
     }
 }
 

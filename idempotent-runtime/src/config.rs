@@ -150,6 +150,10 @@ pub trait HeaderLookup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeated;
 
+/// How long a duplicate waits with `on_conflict = "wait"` when no `wait` is
+/// given: ten seconds.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
 /// The shortest lease a handler gets: one second.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 

@@ -50,6 +50,8 @@ mod lifecycle;
 pub mod problem;
 mod record;
 pub mod store;
+#[cfg(feature = "postgres")]
+pub mod tx;
 
 #[cfg(feature = "actix")]
 pub mod actix;
@@ -58,7 +60,7 @@ pub mod axum;
 
 pub use config::{
     CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead, RetryInviting,
-    MIN_LEASE,
+    DEFAULT_WAIT, MIN_LEASE,
 };
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
@@ -92,7 +94,9 @@ mod checks;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::checks::lease_exceeds_ttl;
-    pub use crate::config::{CachePolicy, HandlerConfig, OnConflict, Principal};
+    pub use crate::config::{
+        CachePolicy, HandlerConfig, OnConflict, Principal, RetryInviting, DEFAULT_WAIT,
+    };
     pub use core::time::Duration;
 
     /// Per-handler options, implemented by the macro on a unit struct.

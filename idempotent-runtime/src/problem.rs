@@ -15,6 +15,7 @@
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used with a different request (method, path, query or body) |
 //! | <a id="lease-lost"></a>`#lease-lost` | 409 | the handler outlived its claim's lease and another request took the key over; this attempt's transaction was rolled back (with `Retry-After`: the retry gets the other request's outcome) |
 //! | <a id="transaction-not-committed"></a>`#transaction-not-committed` | 500 | the handler's transaction could not be committed with its record (its response was over the storage limit, or its `Tx` outlived the handler); it was rolled back and the key is free |
+//! | <a id="no-transactional-store"></a>`#no-transactional-store` | 500 | the handler takes `Tx`, but the installed store is not a Postgres store |
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler panicked; its claim was released |
 //! | <a id="idempotency-failed"></a>`#idempotency-failed` | 500 | the life cycle panicked outside the handler (a store's bug, most likely); the key may stay reserved until its lease ends |
 //! | <a id="record-unreadable"></a>`#record-unreadable` | 500 | the stored record cannot be decoded |
@@ -231,6 +232,17 @@ impl Problem {
             "transaction-not-committed",
             "Transaction not committed",
             "the handler's transaction was still held after the handler finished (moved into a task?), so it could not be committed with the record; the key is free again".into(),
+        )
+    }
+
+    /// `#no-transactional-store`: `Tx` without a Postgres store.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn no_transactional_store() -> Self {
+        Self::new(
+            500,
+            "no-transactional-store",
+            "No transactional store",
+            "this handler takes `Tx`, which needs the Postgres store: install an `Idempotency` over a `PostgresStore`".into(),
         )
     }
 

@@ -55,6 +55,18 @@ async fn default_route(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
 }
 
+/// Writes a row of its tag through the handler's own transaction (table
+/// `tx_writes`, made by the test), then behaves: the row commits only with
+/// a stored response.
+#[idempotent(scope = "tx")]
+async fn tx_route(mut tx: idempotent_runtime::tx::Tx, input: web::Json<Input>) -> HttpResponse {
+    let input = input.into_inner();
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return HttpResponse::InternalServerError().body(e.to_string());
+    }
+    respond(behave(input).await)
+}
+
 #[idempotent(scope = "other")]
 async fn other_scope(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
@@ -206,6 +218,7 @@ fn app(
         .app_data(web::Data::new("things"))
         .route("/default", web::post().to(default_route))
         .route("/other", web::post().to(other_scope))
+        .route("/tx", web::post().to(tx_route))
         .route("/wait", web::post().to(wait_route))
         .route("/wait-short", web::post().to(wait_short))
         .route("/success-only", web::post().to(success_only))

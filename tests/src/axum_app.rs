@@ -49,6 +49,17 @@ async fn default_route(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
 }
 
+/// Writes a row of its tag through the handler's own transaction (table
+/// `tx_writes`, made by the test), then behaves: the row commits only with
+/// a stored response.
+#[idempotent(scope = "tx")]
+async fn tx_route(mut tx: idempotent_runtime::tx::Tx, Json(input): Json<Input>) -> Response {
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    respond(behave(input).await)
+}
+
 #[idempotent(scope = "other")]
 async fn other_scope(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
@@ -189,6 +200,7 @@ fn router() -> Router {
     Router::new()
         .route("/default", post(default_route))
         .route("/other", post(other_scope))
+        .route("/tx", post(tx_route))
         .route("/wait", post(wait_route))
         .route("/wait-short", post(wait_short))
         .route("/success-only", post(success_only))

@@ -106,3 +106,12 @@ pub async fn behave(input: Input) -> Output {
 pub fn tenant(head: &RequestHead<'_>) -> Option<String> {
     head.header("x-tenant").map(str::to_ascii_lowercase)
 }
+
+/// Inserts `tag` into `tx_writes` through a handler's transaction.
+pub async fn write_in(tx: &mut idempotent_runtime::tx::Tx, tag: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO tx_writes (tag) VALUES ($1)")
+        .bind(tag)
+        .execute(tx)
+        .await
+        .map(drop)
+}

@@ -257,4 +257,11 @@ impl Store for AnyStore {
             AnyStore::Postgres(s, _) => s.subscribe(on_change),
         }
     }
+
+    fn as_postgres(&self) -> Option<&PostgresStore> {
+        match self {
+            AnyStore::Postgres(s, _) => Some(s),
+            _ => None,
+        }
+    }
 }

@@ -158,6 +158,13 @@ impl Idempotency {
         missing(format!("no idempotency store is installed: {how}, or enable the `memory` feature of idempotent-runtime"))
     }
 
+    /// The Postgres store, when the store is one: its handlers may take
+    /// [`Tx`](crate::tx::Tx).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(&self) -> Option<&crate::store::postgres::PostgresStore> {
+        self.inner.store.as_postgres()
+    }
+
     /// Whether `other` is this very runtime (a clone of it).
     pub(super) fn same_as(&self, other: &Idempotency) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -56,5 +56,5 @@ fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
     );
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "memory"))]
 mod tests;

@@ -151,6 +151,14 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self, on_change: ChangeListener) {
         let _ = on_change;
     }
+
+    /// The Postgres store this is, or wraps: handlers taking
+    /// [`Tx`](crate::tx::Tx) write through its database. A store that wraps
+    /// another forwards this. The default: none.
+    #[cfg(feature = "postgres")]
+    fn as_postgres(&self) -> Option<&postgres::PostgresStore> {
+        None
+    }
 }
 
 /// What [`Store::subscribe`] calls with a changed record's digest.
@@ -186,6 +194,8 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool>;
     fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()>;
     fn subscribe(&self, on_change: ChangeListener);
+    #[cfg(feature = "postgres")]
+    fn as_postgres(&self) -> Option<&postgres::PostgresStore>;
 }
 
 impl<S: Store> DynStore for S {
@@ -230,5 +240,9 @@ impl<S: Store> DynStore for S {
     }
     fn subscribe(&self, on_change: ChangeListener) {
         Store::subscribe(self, on_change);
+    }
+    #[cfg(feature = "postgres")]
+    fn as_postgres(&self) -> Option<&postgres::PostgresStore> {
+        Store::as_postgres(self)
     }
 }

@@ -426,6 +426,10 @@ impl Store for PostgresStore {
     /// One listener connection per store (however many runtimes are built
     /// on it), on the runtime crate's background thread; it reconnects by
     /// itself and ends once the store is dropped.
+    fn as_postgres(&self) -> Option<&PostgresStore> {
+        Some(self)
+    }
+
     fn subscribe(&self, on_change: ChangeListener) {
         use std::sync::atomic::Ordering;
         self.inner
