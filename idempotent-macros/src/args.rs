@@ -2,9 +2,10 @@
 //! kept with its span so later errors point at the right token.
 
 use proc_macro2::Span;
+use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token, Type};
 
 pub(crate) const ARGUMENTS: &[&str] = &[
     "header",
@@ -15,8 +16,10 @@ pub(crate) const ARGUMENTS: &[&str] = &[
     "on_conflict",
     "wait",
     "cache",
+    "retry_inviting",
     "replay_header",
     "principal",
+    "state",
 ];
 
 /// A value with the span of its keyword (for "specified more than once") and
@@ -41,8 +44,12 @@ pub(crate) struct Args {
     pub(crate) on_conflict: Option<LitStr>,
     pub(crate) wait: Option<LitStr>,
     pub(crate) cache: Option<LitStr>,
+    pub(crate) retry_inviting: Option<LitStr>,
     pub(crate) replay_header: Option<LitStr>,
     pub(crate) principal: Option<WithSpan<PrincipalArg>>,
+    /// The axum state the arguments are checked with, and its keyword (where
+    /// `state` on an actix-web handler is reported).
+    pub(crate) state: Option<(Ident, Type)>,
     /// Problems found while parsing; parsing goes on so all are reported.
     pub(crate) errors: Vec<syn::Error>,
 }
@@ -79,8 +86,18 @@ impl Args {
                     format!("expected `=` after `{key}`, as in `{key} = {example}`"),
                 )
             })?;
-            let value: Expr = input.parse()?;
-            self.accept(key, value);
+            if key == "state" {
+                match state_type(input)? {
+                    Ok(ty) => {
+                        let repeated = set(&mut self.state, &key, (key.clone(), ty));
+                        self.errors.extend(repeated);
+                    }
+                    Err(e) => self.errors.push(e),
+                }
+            } else {
+                let value: Expr = input.parse()?;
+                self.accept(key, value);
+            }
             if input.is_empty() {
                 break;
             }
@@ -101,6 +118,9 @@ impl Args {
             "on_conflict" => string(&key, value).map(|v| set(&mut self.on_conflict, &key, v)),
             "wait" => string(&key, value).map(|v| set(&mut self.wait, &key, v)),
             "cache" => string(&key, value).map(|v| set(&mut self.cache, &key, v)),
+            "retry_inviting" => {
+                string(&key, value).map(|v| set(&mut self.retry_inviting, &key, v))
+            }
             "replay_header" => string(&key, value).map(|v| set(&mut self.replay_header, &key, v)),
             "required" => match value {
                 Expr::Lit(ExprLit {
@@ -154,6 +174,22 @@ impl Args {
     }
 }
 
+/// The value of `state`: a type. A value that reads as an expression but
+/// not as a type (a string, say) is an error and parsing goes on after it;
+/// one that reads as neither is a syntax error.
+fn state_type(input: ParseStream<'_>) -> syn::Result<syn::Result<Type>> {
+    let fork = input.fork();
+    if let Ok(ty) = fork.parse::<Type>() {
+        input.advance_to(&fork);
+        return Ok(Ok(ty));
+    }
+    let message = "`state` expects a type like `AppState`: the state of the `Router` this handler is routed in";
+    match input.parse::<Expr>() {
+        Ok(value) => Ok(Err(syn::Error::new_spanned(value, message))),
+        Err(e) => Err(syn::Error::new(e.span(), message)),
+    }
+}
+
 /// Stores a value, or reports a repetition on the second keyword.
 fn set<T>(slot: &mut Option<T>, key: &Ident, value: T) -> Option<syn::Error> {
     if slot.is_some() {
@@ -179,6 +215,7 @@ fn string(key: &Ident, value: Expr) -> syn::Result<LitStr> {
                 "scope" => "\"payments\"",
                 "on_conflict" => "\"reject\" or \"wait\"",
                 "cache" => "\"all\", \"success\" or \"non_server_error\"",
+                "retry_inviting" => "\"release\" or \"store\"",
                 _ => "\"Idempotent-Replayed\"",
             };
             Err(syn::Error::new(
@@ -199,8 +236,10 @@ fn example(key: &str) -> Option<&'static str> {
         "lease" | "wait" => "\"30s\"",
         "on_conflict" => "\"wait\"",
         "cache" => "\"success\"",
+        "retry_inviting" => "\"store\"",
         "replay_header" => "\"Idempotent-Replayed\"",
         "principal" => "\"X-Api-Key\"",
+        "state" => "AppState",
         _ => return None,
     })
 }
@@ -242,6 +281,27 @@ mod tests {
         assert!(errors[0].starts_with("unknown argument `headr`"));
         assert!(errors[1].starts_with("`ttl` expects a string literal"));
         assert!(errors[2].starts_with("expected `=` after `scope`"));
+    }
+
+    #[test]
+    fn state_takes_a_type_and_a_value_that_is_not_one_is_reported() {
+        let args = syn::parse_str::<Args>(r#"state = Arc<AppState>, scope = "s""#).unwrap();
+        let (key, ty) = args.state.unwrap();
+        assert_eq!(key.to_string(), "state");
+        assert_eq!(quote::quote!(#ty).to_string(), "Arc < AppState >");
+        assert!(args.scope.is_some());
+        let not_a_type = "`state` expects a type like `AppState`: the state of the `Router` this handler is routed in";
+        // An expression: reported, and parsing goes on.
+        assert_eq!(
+            errors(r#"state = "AppState", ttl = 24"#),
+            [not_a_type, "`ttl` expects a string literal like \"24h\""]
+        );
+        // Neither a type nor an expression: a syntax error.
+        assert_eq!(errors("state = ,"), [not_a_type]);
+        assert_eq!(
+            errors("state = A, state = B"),
+            ["`state` specified more than once"]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use syn::{
     Attribute, FnArg, GenericArgument, PathArguments, ReturnType, Signature, Type, Visibility,
 };
 
-use crate::valid::{Cache, LeaseCheck, OnConflict, Options, Principal};
+use crate::valid::{Cache, LeaseCheck, OnConflict, Options, Principal, RetryInviting};
 
 /// The handler as written. Its statements are kept as tokens, never parsed,
 /// so a syntax error among them reaches rustc as written and rustc reports
@@ -181,7 +181,14 @@ pub(crate) fn expand(f: HandlerFn, opts: Options, framework: Framework) -> Token
     let types = arg_types(&sig);
     let ret = Returned::of(&sig);
     let generated = match framework {
-        Framework::Axum => axum(&spec, &inner_name, &types, &ret, sig.ident.span()),
+        Framework::Axum => axum(
+            &spec,
+            &inner_name,
+            &types,
+            opts.state.as_ref(),
+            &ret,
+            sig.ident.span(),
+        ),
         Framework::Actix => actix(&spec, &inner_name, &types, &ret),
     };
     let Generated {
@@ -298,6 +305,7 @@ fn axum(
     spec: &syn::Ident,
     inner_name: &syn::Ident,
     types: &[&Type],
+    state: Option<&Type>,
     ret: &Returned,
     name_span: Span,
 ) -> Generated {
@@ -333,11 +341,18 @@ fn axum(
         quote! { () }
     };
 
-    // Each argument is an extractor for the state the handler is used with.
-    // That state is known only where the router is built; as axum-macros'
-    // `debug_handler` does, assume the one of the handler's `State<T>`
-    // argument, or `()`; with several, check nothing rather than guess.
-    let checks = match axum_state(types) {
+    // Each argument is an extractor for the state the handler is routed
+    // with. That state is known only where the router is built; as
+    // axum-macros' `debug_handler` does, take the one written as `state`,
+    // else the one of the handler's `State<T>` arguments. Without either (or
+    // with several `State<T>`), check nothing: a custom extractor may need a
+    // state that the router has and `()` has not, and axum reports an
+    // argument that is not an extractor where the handler is routed.
+    let state_named = state.map(|ty| quote! { let _ = ::core::marker::PhantomData::<#ty>; });
+    let checks = match state
+        .map(ToTokens::to_token_stream)
+        .or_else(|| axum_state(types))
+    {
         Some(state) => {
             let leading = leading
                 .iter()
@@ -346,7 +361,7 @@ fn axum(
             let last = last_ty
                 .filter(|t| checkable(t))
                 .map(|ty| check_type(ty, quote! { #p::AxumExtractor<#state, _> }, "check"));
-            let all: Vec<_> = leading.chain(last).collect();
+            let all: Vec<_> = state_named.into_iter().chain(leading).chain(last).collect();
             if all.is_empty() {
                 TokenStream::new()
             } else {
@@ -382,9 +397,9 @@ fn axum(
     }
 }
 
-/// The state extractors are checked with: the `T` of the handler's
-/// `State<T>` arguments if they agree, `()` if there are none, `None` if they
-/// differ (substates).
+/// The state extractors are checked with when `state` is not written: the
+/// `T` of the handler's `State<T>` arguments if they agree; `None` if there
+/// are none (the state is unknown) or if they differ (substates).
 pub(crate) fn axum_state(types: &[&Type]) -> Option<TokenStream> {
     let mut states: Vec<String> = Vec::new();
     let mut first = None;
@@ -398,7 +413,6 @@ pub(crate) fn axum_state(types: &[&Type]) -> Option<TokenStream> {
         }
     }
     match (states.len(), first) {
-        (0, _) => Some(quote! { () }),
         (1, Some(state)) => Some(state.to_token_stream()),
         _ => None,
     }
@@ -548,7 +562,7 @@ fn checkable(ty: &Type) -> bool {
 }
 
 /// Whether the identifier (or `_`) occurs anywhere in the tokens.
-fn mentions(tokens: TokenStream, word: &str) -> bool {
+pub(crate) fn mentions(tokens: TokenStream, word: &str) -> bool {
     tokens.into_iter().any(|t| match t {
         TokenTree::Ident(i) => i == word,
         TokenTree::Punct(p) => word == "_" && p.as_char() == '_',
@@ -599,9 +613,10 @@ pub(crate) fn config_tokens(opts: &Options, fn_name: &str) -> TokenStream {
     if let Some(on_conflict) = opts.on_conflict {
         let value = match on_conflict {
             OnConflict::Reject => quote! { #p::OnConflict::Reject },
-            OnConflict::Wait(ms) => {
+            OnConflict::Wait(Some(ms)) => {
                 quote! { #p::OnConflict::Wait(#p::Duration::from_millis(#ms)) }
             }
+            OnConflict::Wait(None) => quote! { #p::OnConflict::Wait(#p::DEFAULT_WAIT) },
         };
         setters.push(quote! { .on_conflict(#value) });
     }
@@ -612,6 +627,13 @@ pub(crate) fn config_tokens(opts: &Options, fn_name: &str) -> TokenStream {
             Cache::NonServerError => quote! { #p::CachePolicy::NonServerError },
         };
         setters.push(quote! { .cache(#value) });
+    }
+    if let Some(retry_inviting) = opts.retry_inviting {
+        let value = match retry_inviting {
+            RetryInviting::Release => quote! { #p::RetryInviting::Release },
+            RetryInviting::Store => quote! { #p::RetryInviting::Store },
+        };
+        setters.push(quote! { .retry_inviting(#value) });
     }
     if let Some(replay) = &opts.replay_header {
         setters.push(quote! { .replay_header(#replay) });
@@ -644,7 +666,7 @@ mod tests {
 
     fn expanded(item: &str) -> String {
         let f: HandlerFn = syn::parse_str(item).unwrap();
-        let opts = crate::valid::validate(crate::args::Args::default())
+        let opts = crate::valid::validate(crate::args::Args::default(), Framework::Axum)
             .ok()
             .unwrap();
         expand(f, opts, Framework::Axum).to_string()
@@ -673,7 +695,7 @@ mod tests {
 
     fn expanded_with(attr: &str, item: &str, framework: Framework) -> String {
         let f: HandlerFn = syn::parse_str(item).unwrap();
-        let opts = crate::valid::validate(syn::parse_str(attr).unwrap())
+        let opts = crate::valid::validate(syn::parse_str(attr).unwrap(), framework)
             .ok()
             .unwrap();
         expand(f, opts, framework).to_string()
@@ -696,6 +718,31 @@ mod tests {
         assert_eq!(
             config,
             "HandlerConfig :: new (\"h\") . ttl (:: idempotent_runtime :: __private :: Duration :: from_millis (3600000u64)) . cache (:: idempotent_runtime :: __private :: CachePolicy :: Success) "
+        );
+    }
+
+    #[test]
+    fn defaults_are_named_from_the_runtime() {
+        let out = expanded_with(
+            r#"on_conflict = "wait""#,
+            "async fn h() {}",
+            Framework::Axum,
+        );
+        assert!(
+            out.contains(". on_conflict (:: idempotent_runtime :: __private :: OnConflict :: Wait (:: idempotent_runtime :: __private :: DEFAULT_WAIT))"),
+            "{out}"
+        );
+        let out = expanded_with(
+            r#"on_conflict = "wait", wait = "3s", retry_inviting = "store""#,
+            "async fn h() {}",
+            Framework::Axum,
+        );
+        assert!(out.contains("Duration :: from_millis (3000u64)"), "{out}");
+        assert!(
+            out.contains(
+                ". retry_inviting (:: idempotent_runtime :: __private :: RetryInviting :: Store)"
+            ),
+            "{out}"
         );
     }
 
@@ -726,7 +773,36 @@ mod tests {
     }
 
     #[test]
-    fn the_state_is_that_of_the_state_argument_or_unit() {
+    fn the_state_is_the_one_written_else_that_of_the_state_argument() {
+        let check = |ty: &str, state: &str| {
+            format!("< {ty} as :: idempotent_runtime :: __private :: axum :: AxumPartsExtractor < {state} > > :: check")
+        };
+        // Written: it checks every argument, `State<T>` ones included
+        // (substates), and is named even without arguments to check.
+        let out = expanded_with(
+            "state = AppState",
+            "async fn h(a: State<Pool>, u: User, Json(j): Json<T>) {}",
+            Framework::Axum,
+        );
+        assert!(out.contains(&check("State < Pool >", "AppState")), "{out}");
+        assert!(out.contains(&check("User", "AppState")), "{out}");
+        assert!(out.contains("< Json < T > as :: idempotent_runtime :: __private :: axum :: AxumExtractor < AppState , _ > > :: check"), "{out}");
+        let out = expanded_with("state = AppState", "async fn h() {}", Framework::Axum);
+        assert!(
+            out.contains(
+                "const _ : () = { let _ = :: core :: marker :: PhantomData :: < AppState > ; } ;"
+            ),
+            "{out}"
+        );
+        // Not written, no `State<T>`: the state is unknown, nothing is checked.
+        let out = expanded("async fn h(u: User, Json(j): Json<T>) {}");
+        assert!(!out.contains("AxumPartsExtractor"), "{out}");
+        assert!(!out.contains("AxumExtractor"), "{out}");
+        assert!(!out.contains("PhantomData"), "{out}");
+    }
+
+    #[test]
+    fn the_state_of_the_state_arguments() {
         let types = |sig: &str| -> Vec<Type> {
             let sig: Signature = syn::parse_str(sig).unwrap();
             arg_types(&sig).into_iter().cloned().collect()
@@ -735,7 +811,7 @@ mod tests {
             let types = types(sig);
             axum_state(&types.iter().collect::<Vec<_>>()).map(|s| s.to_string())
         };
-        assert_eq!(state("fn h(a: HeaderMap)").as_deref(), Some("()"));
+        assert_eq!(state("fn h(a: HeaderMap)"), None);
         assert_eq!(
             state("fn h(a: State<App>, b: axum::extract::State<App>)").as_deref(),
             Some("App")

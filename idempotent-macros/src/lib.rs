@@ -88,7 +88,7 @@ fn expand_attr(
         }
     };
     errors.extend(expand::check_item(&func));
-    let opts = match args.map(valid::validate) {
+    let opts = match args.map(|args| valid::validate(args, framework)) {
         Some(Ok(o)) => Some(o),
         Some(Err(es)) => {
             errors.extend(es);

@@ -7,9 +7,10 @@
 //! a `const` evaluated over the built options.
 
 use proc_macro2::Span;
-use syn::{LitStr, Path};
+use syn::{LitStr, Path, Type};
 
 use crate::args::{Args, PrincipalArg};
+use crate::expand::Framework;
 
 /// Validated options, ready for code generation: `None` is "not written".
 #[derive(Default)]
@@ -21,8 +22,11 @@ pub(crate) struct Options {
     pub(crate) lease_ms: Option<u64>,
     pub(crate) on_conflict: Option<OnConflict>,
     pub(crate) cache: Option<Cache>,
+    pub(crate) retry_inviting: Option<RetryInviting>,
     pub(crate) replay_header: Option<String>,
     pub(crate) principal: Option<(Principal, Span)>,
+    /// axum: the state the arguments are checked with.
+    pub(crate) state: Option<Type>,
     /// Set when only one of `lease` and `ttl` is written.
     pub(crate) lease_check: Option<LeaseCheck>,
 }
@@ -30,8 +34,8 @@ pub(crate) struct Options {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OnConflict {
     Reject,
-    /// Wait this many milliseconds.
-    Wait(u64),
+    /// Wait this many milliseconds, or the runtime's `DEFAULT_WAIT`.
+    Wait(Option<u64>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +43,12 @@ pub(crate) enum Cache {
     All,
     Success,
     NonServerError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetryInviting {
+    Release,
+    Store,
 }
 
 pub(crate) enum Principal {
@@ -54,14 +64,10 @@ pub(crate) struct LeaseCheck {
     pub(crate) message: String,
 }
 
-/// How long a duplicate waits with `on_conflict = "wait"` and no `wait`. The
-/// runtime's `OnConflict::Wait` carries its duration and has no default, so
-/// this one default lives here.
-const DEFAULT_WAIT_MS: u64 = 10 * 1000;
 /// The runtime's `MIN_LEASE`: renewals run every lease/3.
 const MIN_LEASE_MS: u64 = 1000;
 
-pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
+pub(crate) fn validate(args: Args, framework: Framework) -> Result<Options, Vec<syn::Error>> {
     let errors = std::cell::RefCell::new(args.errors);
 
     let header = args
@@ -109,6 +115,24 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
             )),
         })
     });
+    let retry_inviting = args.retry_inviting.as_ref().map(|s| {
+        note(
+            &errors,
+            match s.value().as_str() {
+                "release" => Ok(RetryInviting::Release),
+                "store" => Ok(RetryInviting::Store),
+                other => Err(syn::Error::new(
+                    s.span(),
+                    format!(
+                        "invalid `retry_inviting` {other:?}: expected \"release\" or \"store\""
+                    ),
+                )),
+            },
+        )
+    });
+    let state = args
+        .state
+        .map(|(key, ty)| note(&errors, state(&key, ty, framework)));
     let principal = args.principal.map(|p| {
         let span = p.span;
         match p.value {
@@ -193,6 +217,17 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
         ));
     }
 
+    let cache = cache.flatten();
+    let retry_inviting = retry_inviting.flatten();
+    if let (Some(r), Some(Cache::Success), Some(RetryInviting::Store)) =
+        (&args.retry_inviting, cache, retry_inviting)
+    {
+        errors.push(syn::Error::new(
+            r.span(),
+            "`retry_inviting = \"store\"` has no effect with `cache = \"success\"`, which stores no 4xx or 5xx response; use `cache = \"all\"` or `cache = \"non_server_error\"`, or remove `retry_inviting`",
+        ));
+    }
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -204,14 +239,16 @@ pub(crate) fn validate(args: Args) -> Result<Options, Vec<syn::Error>> {
         lease_ms,
         on_conflict: waits.map(|waits| {
             if waits {
-                OnConflict::Wait(wait.flatten().unwrap_or(DEFAULT_WAIT_MS))
+                OnConflict::Wait(wait.flatten())
             } else {
                 OnConflict::Reject
             }
         }),
-        cache: cache.flatten(),
+        cache,
+        retry_inviting,
         replay_header: replay_header.flatten(),
         principal: principal.flatten(),
+        state: state.flatten(),
         lease_check,
     })
 }
@@ -233,6 +270,27 @@ fn header_name(lit: &LitStr, arg: &str) -> syn::Result<String> {
         ));
     }
     Ok(v.to_ascii_lowercase())
+}
+
+/// The axum state: a type that can be named in the checks, on axum only.
+fn state(key: &syn::Ident, ty: Type, framework: Framework) -> syn::Result<Type> {
+    if let Framework::Actix = framework {
+        return Err(syn::Error::new(
+            key.span(),
+            "`state` is for axum handlers: actix-web extractors take no state type; remove `state`",
+        ));
+    }
+    let tokens = quote::ToTokens::to_token_stream(&ty);
+    if ["_", "impl", "Self"]
+        .iter()
+        .any(|word| crate::expand::mentions(tokens.clone(), word))
+    {
+        return Err(syn::Error::new_spanned(
+            ty,
+            "`state` expects a concrete type like `AppState`, without `_`, `impl` or `Self`: the state of the `Router` this handler is routed in",
+        ));
+    }
+    Ok(ty)
 }
 
 fn scope(lit: &LitStr) -> syn::Result<String> {
@@ -283,12 +341,17 @@ pub(crate) fn parse_duration_ms(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration_ms, validate, Cache, OnConflict, Options};
+    use super::{parse_duration_ms, validate, Cache, OnConflict, Options, RetryInviting};
+    use crate::expand::Framework;
     use proptest::prelude::*;
 
     fn options(attr: &str) -> Result<Options, Vec<String>> {
+        options_for(attr, Framework::Axum)
+    }
+
+    fn options_for(attr: &str, framework: Framework) -> Result<Options, Vec<String>> {
         let args = syn::parse_str(attr).map_err(|e| vec![e.to_string()])?;
-        validate(args).map_err(|es| es.iter().map(ToString::to_string).collect())
+        validate(args, framework).map_err(|es| es.iter().map(ToString::to_string).collect())
     }
 
     fn error(attr: &str) -> String {
@@ -309,6 +372,7 @@ mod tests {
         assert!(o.ttl_ms.is_none() && o.lease_ms.is_none());
         assert!(o.required.is_none() && o.on_conflict.is_none() && o.cache.is_none());
         assert!(o.principal.is_none() && o.lease_check.is_none());
+        assert!(o.retry_inviting.is_none() && o.state.is_none());
     }
 
     #[test]
@@ -324,14 +388,48 @@ mod tests {
         assert_eq!(o.required, Some(false));
         assert_eq!(o.on_conflict, Some(OnConflict::Reject));
         assert_eq!(o.cache, Some(Cache::Success));
+        let o = options(r#"retry_inviting = "store", state = Arc<AppState>"#).unwrap();
+        assert_eq!(o.retry_inviting, Some(RetryInviting::Store));
+        let state = o.state.unwrap();
+        assert_eq!(quote::quote!(#state).to_string(), "Arc < AppState >");
+        let o = options(r#"retry_inviting = "release""#).unwrap();
+        assert_eq!(o.retry_inviting, Some(RetryInviting::Release));
     }
 
     #[test]
-    fn waiting_without_a_wait_uses_ten_seconds() {
+    fn waiting_without_a_wait_leaves_the_duration_to_the_runtime() {
         let o = options(r#"on_conflict = "wait""#).unwrap();
-        assert_eq!(o.on_conflict, Some(OnConflict::Wait(10_000)));
+        assert_eq!(o.on_conflict, Some(OnConflict::Wait(None)));
         let o = options(r#"on_conflict = "wait", wait = "3s""#).unwrap();
-        assert_eq!(o.on_conflict, Some(OnConflict::Wait(3_000)));
+        assert_eq!(o.on_conflict, Some(OnConflict::Wait(Some(3_000))));
+    }
+
+    #[test]
+    fn storing_retry_inviting_responses_needs_a_cache_that_keeps_errors() {
+        assert!(error(r#"cache = "success", retry_inviting = "store""#)
+            .starts_with("`retry_inviting = \"store\"` has no effect with `cache = \"success\"`"));
+        assert!(options(r#"cache = "success", retry_inviting = "release""#).is_ok());
+        assert!(options(r#"cache = "non_server_error", retry_inviting = "store""#).is_ok());
+        assert!(options(r#"retry_inviting = "store""#).is_ok());
+    }
+
+    #[test]
+    fn state_is_a_concrete_type_for_axum() {
+        assert!(options(r#"state = &'static str"#).is_ok());
+        assert!(options(r#"state = ()"#).is_ok());
+        for bad in ["_", "Arc<_>", "impl Clone", "Self"] {
+            assert!(
+                error(&format!("state = {bad}")).starts_with("`state` expects a concrete type"),
+                "{bad}"
+            );
+        }
+        let errors = options_for("state = AppState", Framework::Actix)
+            .err()
+            .unwrap();
+        assert_eq!(
+            errors,
+            ["`state` is for axum handlers: actix-web extractors take no state type; remove `state`"]
+        );
     }
 
     #[test]
@@ -380,6 +478,10 @@ mod tests {
             .starts_with("invalid `scope` \"pay ments\": expected 1 to 100"));
         assert!(error(&format!("scope = \"{}\"", "a".repeat(101))).starts_with("invalid `scope`"));
         assert!(error(r#"cache = "2xx""#).starts_with("invalid `cache`"));
+        assert_eq!(
+            error(r#"retry_inviting = "keep""#),
+            "invalid `retry_inviting` \"keep\": expected \"release\" or \"store\""
+        );
         assert!(error(r#"header = "Idempotency Key""#).starts_with("invalid `header`"));
         assert!(error(r#"wait = "5s""#).starts_with("`wait` requires `on_conflict = \"wait\"`"));
     }

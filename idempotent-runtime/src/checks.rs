@@ -45,12 +45,14 @@ pub(crate) mod axum {
     }
 
     /// What an argument before the last may be: an extractor of the request
-    /// head (`FromRequestParts`), for the state `S`.
+    /// head (`FromRequestParts`), for the state `S`: the macro's `state`
+    /// argument, else the `T` of the handler's `State<T>` (without either,
+    /// the macro checks no argument).
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be an argument before the last one of an axum handler",
+        message = "`{Self}` cannot be an argument before the last one of an axum handler with the state `{S}`",
         label = "does not implement `FromRequestParts<{S}>`",
         note = "arguments before the last must implement `FromRequestParts`, e.g. `Path<T>`, `Query<T>`, `State<T>`, `HeaderMap`; a body extractor (`Json<T>`, `Form<T>`, `String`, `Bytes`) must be the last argument",
-        note = "extractors are checked with the state of the handler's `State<T>` argument, or with `()` if it has none"
+        note = "arguments are checked with the state `{S}`, written as `#[idempotent(state = ...)]` or taken from the handler's `State<T>` argument; it must be the state of the `Router` the handler is routed in"
     )]
     pub trait AxumPartsExtractor<S> {
         /// Named by the check.
@@ -63,10 +65,10 @@ pub(crate) mod axum {
     /// What the last argument may be: any extractor (`FromRequest`, which
     /// `FromRequestParts` extractors implement too), for the state `S`.
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not an axum extractor",
+        message = "`{Self}` is not an axum extractor for the state `{S}`",
         label = "does not implement `FromRequest<{S}>` or `FromRequestParts<{S}>`",
         note = "handler arguments must be extractors, e.g. `Json<T>`, `Form<T>`, `String`, `Bytes`, `Path<T>`, `Query<T>`, `State<T>`; to read the body into a type of yours, take `Json<T>` or `Form<T>` of it",
-        note = "extractors are checked with the state of the handler's `State<T>` argument, or with `()` if it has none"
+        note = "arguments are checked with the state `{S}`, written as `#[idempotent(state = ...)]` or taken from the handler's `State<T>` argument; it must be the state of the `Router` the handler is routed in"
     )]
     pub trait AxumExtractor<S, M> {
         /// Named by the check.

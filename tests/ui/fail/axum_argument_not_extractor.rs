@@ -1,11 +1,15 @@
+use axum::extract::State;
 use idempotent_runtime::axum::idempotent;
+
+#[derive(Clone)]
+struct Db;
 
 struct NewPayment {
     amount: u64,
 }
 
 #[idempotent]
-async fn create(payment: NewPayment) -> String {
+async fn create(State(_db): State<Db>, payment: NewPayment) -> String {
     payment.amount.to_string()
 }
 
