@@ -313,6 +313,33 @@ fn unreachable_redis_is_a_clear_startup_error() {
     }
 }
 
+#[test]
+fn unreachable_postgres_is_a_clear_startup_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for bin in SERVERS {
+        let out = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "postgres",
+                "--database-url",
+            ])
+            .arg(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot use PostgreSQL"),
+            "{bin}"
+        );
+    }
+}
+
 /// `"unavailable": true` answers 503 with `Retry-After: 1` and creates
 /// nothing; the answer is not stored, so each retry with the same key runs
 /// the handler again, and once the dependency is back (the same key without

@@ -12,7 +12,7 @@ use tokio::sync::Barrier;
 
 mod common;
 
-use common::{start as start_server, Running, ACTIX, AXUM};
+use common::{assert_no_answer, raw_post, start as start_server, Running, ACTIX, AXUM};
 
 fn start(bin: &str, redis: &RedisServer) -> Running {
     start_server(bin, &["--store", "redis", "--redis-url", redis.url()])
@@ -142,4 +142,107 @@ async fn killed_process_blocks_its_key_until_the_lease_ends() {
         .replayed());
     let list = b.get("/payments").send().await.json();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+/// The Postgres test's scenario (`shared_postgres.rs`,
+/// `killed_mid_transaction_pays_once_*`) on `--store redis`, to document the
+/// difference: **Redis pays twice.**
+///
+/// The request writes its payment, then holds its answer for 3 s; the
+/// process is SIGKILLed once the payment is visible (at least 0.5 s in).
+/// With Redis, the payment and the idempotency record are two writes to a
+/// store without transactions: the payment was written (and stays) before
+/// the completed record could be, so after the restart the payment is still
+/// listed while the key holds only the dead process's claim. Once its lease
+/// ends (5 s here, `--lease-secs 5`), the retry finds no outcome and runs
+/// the handler again: a second payment. Later retries replay that second
+/// one. With Postgres the same kill rolls the first payment back, and the
+/// retry's payment is the only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_paying_pays_twice_on_redis() {
+    let Some(redis) = RedisServer::for_test() else {
+        return;
+    };
+    let args = [
+        "--store",
+        "redis",
+        "--redis-url",
+        redis.url(),
+        "--lease-secs",
+        "5",
+    ];
+    let mut doomed = start_server(AXUM, &args);
+    let api = Remote::new(doomed.addr);
+    let key = "killed-after-paying";
+    let body = json!({"amount": 4242, "currency": "EUR", "hold_ms": 3000});
+
+    let sent = tokio::time::Instant::now();
+    let in_flight = raw_post(doomed.addr, key, &body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while payments(&api).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no payment within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.child.kill().expect("SIGKILL");
+    let _ = doomed.child.wait();
+    assert_no_answer(in_flight);
+
+    let restarted = start_server(AXUM, &args);
+    let api = Remote::new(restarted.addr);
+    let before = payments(&api).await;
+    assert_eq!(
+        before,
+        vec![json!({"id": "pay_1", "amount": 4242, "currency": "EUR"})],
+        "the payment made before the kill survives"
+    );
+
+    let first = api
+        .post("/payments")
+        .key(key)
+        .json(body.clone())
+        .send()
+        .await;
+    if sent.elapsed() < Duration::from_secs(4) {
+        first.assert_problem(409, "request-in-progress");
+    }
+    let started = tokio::time::Instant::now();
+    let mut answer = first;
+    while answer.status == 409 {
+        answer.assert_problem(409, "request-in-progress");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still 409 30 s after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        answer = api
+            .post("/payments")
+            .key(key)
+            .json(body.clone())
+            .send()
+            .await;
+    }
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert!(!answer.replayed(), "the retry ran the handler again");
+    let second = answer.json();
+    assert_eq!(
+        second,
+        json!({"id": "pay_2", "amount": 4242, "currency": "EUR"})
+    );
+    let again = api.post("/payments").key(key).json(body).send().await;
+    assert!(again.replayed(), "later retries replay the second payment");
+    assert_eq!(again.json(), second);
+    let after = payments(&api).await;
+    assert_eq!(after.len(), 2, "one request, two payments: {after:?}");
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[1], second);
+}
+
+async fn payments(api: &Remote) -> Vec<serde_json::Value> {
+    let list = api.get("/payments").send().await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    list.json().as_array().expect("a list").clone()
 }

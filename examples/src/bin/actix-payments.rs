@@ -3,8 +3,20 @@
 //! actix-web, answering exactly as `axum-payments` does.
 //!
 //! ```text
-//! actix-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]
+//! actix-payments [--listen 127.0.0.1:3000] [--store memory|redis|postgres]
+//!                [--redis-url redis://127.0.0.1:6379]
+//!                [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+//!                [--lease-secs N]
 //! ```
+//!
+//! With `--store postgres` it creates the idempotency table and a `payments`
+//! table at start if they are missing, and `POST /payments` inserts the
+//! payment in the handler's own transaction, which commits together with
+//! the stored response (see `idempotent_examples::PaymentsTx`).
+//!
+//! `--lease-secs N` makes claims live `N` s instead of the handler's 30 s
+//! lease, for demonstrations and tests of a killed process (see
+//! `idempotent_examples::LeaseOverride` for what a short lease gives up).
 //!
 //! On SIGTERM or Ctrl-C it stops accepting connections, lets the handlers
 //! running finish (those whose client hung up included, which run as tasks
@@ -18,15 +30,21 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
-    Options, Payments, DRAIN_DEADLINE,
+    Options, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
 use idempotent_runtime::actix::idempotent;
 use idempotent_runtime::Idempotency;
 
-/// Creates a payment; runs at most once per `Idempotency-Key`.
+/// Creates a payment; runs at most once per `Idempotency-Key`. With
+/// `--store postgres`, `tx` is the handler's transaction, in which the
+/// payment is inserted and which commits with the stored response.
 #[idempotent(scope = "payments")]
-async fn create_payment(payments: web::Data<Payments>, req: web::Json<NewPayment>) -> HttpResponse {
-    match payments.create(req.into_inner()).await {
+async fn create_payment(
+    payments: web::Data<Payments>,
+    tx: PaymentsTx,
+    req: web::Json<NewPayment>,
+) -> HttpResponse {
+    match payments.create(tx, req.into_inner()).await {
         Ok(p) => HttpResponse::Created().json(p),
         Err(status) => {
             let mut answer = HttpResponse::build(

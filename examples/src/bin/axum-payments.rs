@@ -2,8 +2,20 @@
 //! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on axum.
 //!
 //! ```text
-//! axum-payments [--listen 127.0.0.1:3000] [--store memory|redis] [--redis-url URL]
+//! axum-payments [--listen 127.0.0.1:3000] [--store memory|redis|postgres]
+//!               [--redis-url redis://127.0.0.1:6379]
+//!               [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+//!               [--lease-secs N]
 //! ```
+//!
+//! With `--store postgres` it creates the idempotency table and a `payments`
+//! table at start if they are missing, and `POST /payments` inserts the
+//! payment in the handler's own transaction, which commits together with
+//! the stored response (see `idempotent_examples::PaymentsTx`).
+//!
+//! `--lease-secs N` makes claims live `N` s instead of the handler's 30 s
+//! lease, for demonstrations and tests of a killed process (see
+//! `idempotent_examples::LeaseOverride` for what a short lease gives up).
 //!
 //! It serves HTTP/1.1 and HTTP/2 (prior knowledge), like `axum::serve`, and
 //! closes an HTTP/1.1 connection whose request head is not complete within
@@ -30,7 +42,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
-    Options, Payment, Payments, DRAIN_DEADLINE,
+    Options, Payment, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
 use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
 use idempotent_runtime::Idempotency;
@@ -42,10 +54,16 @@ use tokio::time::Instant;
 /// head is complete is closed then rather than held open.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Creates a payment; runs at most once per `Idempotency-Key`.
+/// Creates a payment; runs at most once per `Idempotency-Key`. With
+/// `--store postgres`, `tx` is the handler's transaction, in which the
+/// payment is inserted and which commits with the stored response.
 #[idempotent(scope = "payments")]
-async fn create_payment(State(payments): State<Payments>, Json(req): Json<NewPayment>) -> Response {
-    match payments.create(req).await {
+async fn create_payment(
+    State(payments): State<Payments>,
+    tx: PaymentsTx,
+    Json(req): Json<NewPayment>,
+) -> Response {
+    match payments.create(tx, req).await {
         Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
         Err(status) => {
             let mut answer = (

@@ -90,3 +90,87 @@ pub(crate) fn raw_post(addr: SocketAddr, key: &str, body: &serde_json::Value) ->
         .expect("write the request");
     conn
 }
+
+/// A database of one test's own, made in a PostgreSQL the harness found
+/// (its shared cluster, or `DATABASE_URL`): the example servers use fixed
+/// table names (`payments`, `idempotency_records`), so tests sharing a
+/// cluster each need their own database.
+pub(crate) struct Database {
+    /// Its URL, for `--database-url`.
+    pub(crate) url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl Database {
+    /// Creates one in `server`.
+    pub(crate) async fn create(
+        server: &idempotent_tests::postgres_server::PostgresServer,
+    ) -> Database {
+        use sqlx::{Connection, Executor};
+        let name = idempotent_tests::unique("examples").replace('-', "_");
+        let mut admin = sqlx::PgConnection::connect(server.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", server.url()));
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = admin.close().await;
+        Database {
+            url: with_database(server.url(), &name),
+            name,
+            admin_url: server.url().to_owned(),
+        }
+    }
+
+    /// A connection of the test's own, to look at the tables.
+    pub(crate) async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
+    }
+
+    /// Drops it (the servers using it must be gone): a `DATABASE_URL`'s
+    /// server keeps no leftovers of a test that passed.
+    pub(crate) async fn drop_now(self) {
+        use sqlx::{Connection, Executor};
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+/// Asserts that `conn` (from [`raw_post`]) ends without an answer: its
+/// server was killed mid-request. Bounded by a 10 s read timeout.
+pub(crate) fn assert_no_answer(mut conn: TcpStream) {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut answer = Vec::new();
+    match conn.read_to_end(&mut answer) {
+        // Closed (or reset) by the dying process's kernel.
+        Ok(_) | Err(_) if answer.is_empty() => {}
+        _ => panic!(
+            "an answer from a killed process: {:?}",
+            String::from_utf8_lossy(&answer)
+        ),
+    }
+}
