@@ -100,10 +100,14 @@ impl fmt::Display for TableName {
 /// once would otherwise race in `CREATE TABLE IF NOT EXISTS`) and a longer
 /// statement timeout than the store's (DDL waits for running writes).
 pub(super) fn migration(name: &TableName, timeout_ms: u64) -> String {
+    // In two steps through a placeholder: the index name contains the
+    // default table name, which must not be replaced again inside it.
+    const INDEX: &str = "\u{0}index\u{0}";
     let index = format!("\"{}_expires_at\"", name.table);
     let body = MIGRATION
-        .replace(&format!("{DEFAULT_NAME}_expires_at"), &index)
-        .replace(DEFAULT_NAME, &name.quoted());
+        .replace(&format!("{DEFAULT_NAME}_expires_at"), INDEX)
+        .replace(DEFAULT_NAME, &name.quoted())
+        .replace(INDEX, &index);
     // A multi-statement simple query is one transaction: the lock and the
     // setting last until its end.
     format!(

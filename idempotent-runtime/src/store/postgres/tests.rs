@@ -64,6 +64,24 @@ fn the_migration_is_the_file_with_the_configured_names() {
     assert!(m.contains("pg_advisory_xact_lock") && m.contains("statement_timeout = 30000"));
 }
 
+/// The default name, and any name containing it: the index name is
+/// replaced once, not again inside itself.
+#[test]
+fn the_migration_of_the_default_name_names_its_index_once() {
+    for (table, index) in [
+        ("idempotency_records", "\"idempotency_records_expires_at\""),
+        ("my_idempotency_records", "\"my_idempotency_records_expires_at\""),
+    ] {
+        let m = sql::migration(&TableName::parse(table).unwrap(), 30_000);
+        assert!(
+            m.contains(&format!("CREATE INDEX IF NOT EXISTS {index}")),
+            "{m}"
+        );
+        assert!(m.contains(&format!("ON \"{table}\" (expires_at)")), "{m}");
+        assert!(!m.contains("\"\""), "a name quoted twice: {m}");
+    }
+}
+
 #[test]
 fn statements_name_the_table_quoted() {
     let s = Statements::new(&TableName::parse("order").unwrap());
