@@ -213,6 +213,73 @@ where
     }
 }
 
+/// The options of an `#[idempotent]` axum handler, read from the handler
+/// function itself: for what is documented or observed about it (the
+/// `openapi` feature's [`document`](crate::openapi::document), say), with
+/// the same [`HandlerConfig`] the attribute built.
+///
+/// ```
+/// use axum::Json;
+/// use idempotent_runtime::axum::{handler_config, idempotent};
+///
+/// #[idempotent(scope = "orders", required = false)]
+/// async fn create_order(Json(order): Json<serde_json::Value>) -> Json<serde_json::Value> {
+///     Json(order)
+/// }
+///
+/// let config = handler_config(create_order);
+/// assert_eq!(config.scope(), "orders");
+/// assert_eq!(config.header_name(), "idempotency-key");
+/// ```
+pub fn handler_config<H, M>(handler: H) -> &'static HandlerConfig
+where
+    H: AttributeHandler<M>,
+{
+    let _ = handler;
+    H::config()
+}
+
+/// Implemented by the functions `#[idempotent]` makes of axum handlers (for
+/// [`handler_config`]); `M` tells their arguments apart.
+pub trait AttributeHandler<M> {
+    /// The handler's options.
+    fn config() -> &'static HandlerConfig;
+}
+
+/// The attribute's function takes the handler's leading arguments unchanged
+/// and its last one wrapped in `Extract<spec, last>`: the spec type has the
+/// options.
+macro_rules! attribute_handler {
+    ($($arg:ident),*) => {
+        impl<F, Fut, C, E, $($arg,)*> AttributeHandler<($($arg,)* __private::Extract<C, E>,)> for F
+        where
+            F: FnOnce($($arg,)* __private::Extract<C, E>) -> Fut,
+            C: crate::__private::HandlerSpec,
+        {
+            fn config() -> &'static HandlerConfig {
+                C::config()
+            }
+        }
+    };
+}
+
+attribute_handler!();
+attribute_handler!(A1);
+attribute_handler!(A1, A2);
+attribute_handler!(A1, A2, A3);
+attribute_handler!(A1, A2, A3, A4);
+attribute_handler!(A1, A2, A3, A4, A5);
+attribute_handler!(A1, A2, A3, A4, A5, A6);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
+attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
+
 impl HeaderLookup for HeaderMap {
     fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
         let mut values = self.get_all(name).iter();
@@ -277,6 +344,7 @@ async fn prepare(
         let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
         Exchange::identify(idempotency, config, &head).map_err(IntoResponse::into_response)?
     };
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     let mut parts = parts;
     #[cfg(feature = "postgres")]
     if ctx.idempotency().postgres().is_some() {

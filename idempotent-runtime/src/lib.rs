@@ -37,7 +37,12 @@
 //! - [`store`]: the [`Store`](store::Store) contract and the
 //!   [`MemoryStore`](store::memory::MemoryStore) (feature `memory`, on by default).
 //! - [`Idempotency`]: the runtime handle; its [`run`](Idempotency::run) method is
-//!   the plain API for idempotency without the attribute.
+//!   the plain API for idempotency without the attribute, and its
+//!   [`ready`](Idempotency::ready) method answers readiness probes.
+//! - `metrics` (feature `metrics`): counters and histograms through the
+//!   `metrics` facade, named in one table.
+//! - `openapi` (feature `openapi`): what an idempotent operation adds to an
+//!   OpenAPI document (utoipa).
 #![warn(missing_docs)]
 // Request parsing helpers are used by the adapters only.
 #![cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
@@ -47,6 +52,10 @@ mod config;
 mod fingerprint;
 mod key;
 mod lifecycle;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod problem;
 mod record;
 pub mod store;
@@ -64,7 +73,7 @@ pub use config::{
 };
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
-pub use lifecycle::{Drained, Idempotency, IdempotencyBuilder, Outcome};
+pub use lifecycle::{Drained, Idempotency, IdempotencyBuilder, NotReady, Outcome};
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 
 /// Makes a handler idempotent (see the crate docs).

@@ -305,20 +305,25 @@ impl Problem {
             }
             _ => {
                 tracing::warn!(target: "idempotent", error = %e, "idempotency store error");
-                Self::new(
-                    503,
-                    "store-unavailable",
-                    "Idempotency store unavailable",
-                    "the idempotency store could not be reached; the request did not run".into(),
-                )
-                .retry_after(1)
+                Self::store_unavailable()
             }
         }
+    }
+
+    /// `#store-unavailable` (see [`Problem::store`], which logs the cause).
+    pub(crate) fn store_unavailable() -> Self {
+        Self::new(
+            503,
+            "store-unavailable",
+            "Idempotency store unavailable",
+            "the idempotency store could not be reached; the request did not run".into(),
+        )
+        .retry_after(1)
     }
 }
 
 /// `idempotency-key` → `Idempotency-Key`, for messages.
-fn display_header(lowercase: &str) -> String {
+pub(crate) fn display_header(lowercase: &str) -> String {
     let mut out = String::with_capacity(lowercase.len());
     let mut up = true;
     for c in lowercase.chars() {

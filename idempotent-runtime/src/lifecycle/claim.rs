@@ -33,28 +33,35 @@ impl Idempotency {
         config: &HandlerConfig,
         head: &RequestHead<'_>,
     ) -> Result<Option<RecordId>, Problem> {
+        let started = Instant::now();
+        // A refusal here is the request's one event, as later ones are.
+        let refuse = |outcome: &'static str, problem: Problem| {
+            trace(config, outcome, started);
+            problem
+        };
         let raw = head
             .header_bytes(config.header)
-            .map_err(|_| Problem::repeated_key(config.header))?;
+            .map_err(|_| refuse("invalid_key", Problem::repeated_key(config.header)))?;
         let Some(raw) = raw else {
             return if config.required {
-                Err(Problem::missing_key(config.header))
+                Err(refuse("missing_key", Problem::missing_key(config.header)))
             } else {
                 Ok(None)
             };
         };
         let key = IdempotencyKey::parse_with_limit(raw, self.limits().max_key_len)
-            .map_err(|e| Problem::invalid_key(&e))?;
+            .map_err(|e| refuse("invalid_key", Problem::invalid_key(&e)))?;
         let principal = match config.principal {
             Principal::None => None,
-            Principal::Header(h) => Some(
-                head.header(h)
-                    .map(str::to_owned)
-                    .ok_or_else(|| Problem::missing_principal_header(h))?,
-            ),
-            Principal::Fn(f) => {
-                Some(f(head).ok_or_else(|| Problem::missing_principal("the request"))?)
-            }
+            Principal::Header(h) => Some(head.header(h).map(str::to_owned).ok_or_else(|| {
+                refuse("missing_principal", Problem::missing_principal_header(h))
+            })?),
+            Principal::Fn(f) => Some(f(head).ok_or_else(|| {
+                refuse(
+                    "missing_principal",
+                    Problem::missing_principal("the request"),
+                )
+            })?),
         };
         Ok(Some(RecordId::new_static(
             config.scope,

@@ -43,6 +43,8 @@ impl Claimed {
         started: Instant,
     ) -> Self {
         idempotency.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        #[cfg(feature = "metrics")]
+        crate::metrics::in_flight(config.scope, 1.0);
         Self {
             idempotency,
             id,
@@ -99,7 +101,11 @@ impl Claimed {
             self.owner,
             self.config,
         );
+        #[cfg(feature = "metrics")]
+        let handler_started = Instant::now();
         let result = (&mut handler).await;
+        #[cfg(feature = "metrics")]
+        crate::metrics::handler(self.config.scope, handler_started.elapsed());
         drop(renewing);
         self.finished = true;
         let tx = self.tx.take().map(|cell| cell.take());
@@ -186,6 +192,8 @@ impl Claimed {
                 self.idempotency.limits().max_response_body,
             ));
         }
+        #[cfg(feature = "metrics")]
+        let commit_started = Instant::now();
         let committed = tx
             .commit_with(
                 self.id.clone(),
@@ -195,6 +203,8 @@ impl Claimed {
                 self.config.ttl,
             )
             .await;
+        #[cfg(feature = "metrics")]
+        crate::metrics::store("commit", commit_started.elapsed());
         match committed {
             Ok(true) => {
                 trace(&self.config, "executed", self.started);
@@ -257,6 +267,8 @@ impl Drop for Claimed {
             .inner
             .in_flight
             .fetch_sub(1, Ordering::AcqRel);
+        #[cfg(feature = "metrics")]
+        crate::metrics::in_flight(self.config.scope, -1.0);
         if self.finished {
             return;
         }

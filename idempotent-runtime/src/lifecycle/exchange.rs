@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -14,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use super::capture::{join, ResponsePolicy};
 use super::claim::Begin;
 use super::transaction::{TxCell, TxOutcome};
-use super::Idempotency;
+use super::{trace, Idempotency};
 use crate::config::{HandlerConfig, RequestHead};
 use crate::problem::Problem;
 use crate::{Fingerprint, RecordId, StoredResponse};
@@ -133,23 +134,31 @@ impl Exchange {
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
+        let started = Instant::now();
         let limit = self.idempotency.limits().max_request_body;
+        // A refusal here is the request's one event, as later ones are.
+        let refuse = |outcome: &'static str, problem: Problem| {
+            trace(self.config, outcome, started);
+            Err(problem)
+        };
         if let Ticket::Unread {
             declared_len: Some(n),
             ..
         } = self.ticket
         {
             if n > limit as u64 {
-                return Err(Problem::request_too_large(limit));
+                return refuse("request_too_large", Problem::request_too_large(limit));
             }
         }
         let mut chunks = Vec::new();
         let mut len = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| Problem::request_unreadable())?;
+            let Ok(chunk) = chunk else {
+                return refuse("request_unreadable", Problem::request_unreadable());
+            };
             len += chunk.len();
             if len > limit {
-                return Err(Problem::request_too_large(limit));
+                return refuse("request_too_large", Problem::request_too_large(limit));
             }
             chunks.push(chunk);
         }

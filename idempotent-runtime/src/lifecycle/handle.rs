@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::background::background;
 use crate::config::Limits;
 use crate::problem::Problem;
-use crate::store::{DynStore, Store};
+use crate::store::{DynStore, Store, StoreError};
 use crate::{OwnerToken, RecordId};
 
 /// Set once an app builds its own [`Idempotency`]; see
@@ -55,6 +55,35 @@ pub(super) struct Shared {
     pub(super) in_flight: AtomicUsize,
     /// Set by [`Idempotency::drain`]: no new claims.
     pub(super) draining: AtomicBool,
+}
+
+/// Why [`Idempotency::ready`] says the runtime is not ready.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The runtime drains for shutdown and takes no new claims.
+    ShuttingDown,
+    /// The store did not answer its ping in time
+    /// ([`StoreError::Timeout`]), or answered with an error.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::ShuttingDown => f.write_str("shutting down"),
+            NotReady::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for NotReady {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NotReady::ShuttingDown => None,
+            NotReady::Store(e) => Some(e),
+        }
+    }
 }
 
 /// Builds an [`Idempotency`].
@@ -127,6 +156,36 @@ impl Idempotency {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// For readiness probes (`GET /ready`): whether this runtime takes
+    /// idempotent requests now. It does not while it drains for shutdown
+    /// ([`drain`](Self::drain)), nor while its store does not answer a ping
+    /// ([`Store::ping`]: Redis `PING`, PostgreSQL `SELECT 1`; the memory
+    /// store always answers) within `within`.
+    ///
+    /// A probe that fails takes the instance out of the load balancer
+    /// rather than letting its idempotent requests fail with 503.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idempotent_runtime::Idempotency;
+    /// use idempotent_runtime::store::memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let idempotency = Idempotency::new(MemoryStore::default());
+    /// assert!(idempotency.ready(Duration::from_secs(1)).await.is_ok());
+    /// # }
+    /// ```
+    pub async fn ready(&self, within: Duration) -> Result<(), NotReady> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(NotReady::ShuttingDown);
+        }
+        match tokio::time::timeout(within, self.store().ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NotReady::Store(e)),
+            Err(_) => Err(NotReady::Store(StoreError::Timeout)),
+        }
     }
 
     /// The process-wide runtime used when an app installs none: a memory store

@@ -38,7 +38,7 @@ pub(crate) use detach::finish_even_if_dropped_local;
 pub use drain::Drained;
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) use exchange::{is_safe_method, Exchange, Framework, Step};
-pub use handle::{Idempotency, IdempotencyBuilder};
+pub use handle::{Idempotency, IdempotencyBuilder, NotReady};
 pub use plain::Outcome;
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
 pub(crate) use transaction::{BoxFuture, OpenTx, TxCell};
@@ -46,7 +46,8 @@ pub(crate) use transaction::{BoxFuture, OpenTx, TxCell};
 use crate::config::HandlerConfig;
 
 /// The one tracing event per request: its outcome, scope and time taken
-/// (never the key).
+/// (never the key). With the `metrics` feature, the same event counts in
+/// `idempotent_requests_total` (see [`crate::metrics`] for every outcome).
 fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
     tracing::info!(
         target: "idempotent",
@@ -54,6 +55,8 @@ fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
         outcome,
         elapsed_us = started.elapsed().as_micros() as u64,
     );
+    #[cfg(feature = "metrics")]
+    crate::metrics::request(config.scope, outcome);
 }
 
 #[cfg(all(test, feature = "memory"))]

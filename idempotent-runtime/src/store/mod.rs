@@ -10,6 +10,7 @@
 //! | [`complete`](Store::complete) | replace the claim by the response, only for its owner or where no record is left (fencing) |
 //! | [`release`](Store::release) | delete the claim, only for its owner, so a retry may run again |
 //! | [`get`](Store::get) / [`delete`](Store::delete) | read or remove any record (operators, support cases) |
+//! | [`ping`](Store::ping) | answer whether the backend is reachable (readiness probes, [`Idempotency::ready`](crate::Idempotency::ready)) |
 
 use std::fmt;
 use std::future::Future;
@@ -143,6 +144,15 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// Whether the backend answers: a round trip as cheap as the backend
+    /// offers (Redis `PING`, PostgreSQL `SELECT 1`), for readiness probes
+    /// ([`Idempotency::ready`](crate::Idempotency::ready), which bounds it
+    /// in time). A store wrapping another forwards this. The default: ready
+    /// (a store in this process, such as the memory store, always is).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Called once by [`Idempotency`](crate::Idempotency) when it is built:
     /// a store shared between processes calls `on_change` with a record's
     /// digest ([`RecordId::digest`]) when another process completes or
@@ -193,9 +203,34 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>>;
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool>;
     fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()>;
+    fn ping(&self) -> BoxFut<'_, ()>;
     fn subscribe(&self, on_change: ChangeListener);
     #[cfg(feature = "postgres")]
     fn as_postgres(&self) -> Option<&postgres::PostgresStore>;
+}
+
+/// Boxes a store operation, timed in `idempotent_store_duration_seconds`
+/// with the `metrics` feature.
+#[cfg(feature = "metrics")]
+fn timed<'a, T: 'a>(
+    operation: &'static str,
+    op: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+) -> BoxFut<'a, T> {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let answer = op.await;
+        crate::metrics::store(operation, started.elapsed());
+        answer
+    })
+}
+
+/// Boxes a store operation (untimed without the `metrics` feature).
+#[cfg(not(feature = "metrics"))]
+fn timed<'a, T: 'a>(
+    _operation: &'static str,
+    op: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+) -> BoxFut<'a, T> {
+    Box::pin(op)
 }
 
 impl<S: Store> DynStore for S {
@@ -206,7 +241,7 @@ impl<S: Store> DynStore for S {
         owner: OwnerToken,
         lease: Duration,
     ) -> BoxFut<'a, Claim> {
-        Box::pin(Store::claim(self, id, fingerprint, owner, lease))
+        timed("claim", Store::claim(self, id, fingerprint, owner, lease))
     }
     fn renew<'a>(
         &'a self,
@@ -214,7 +249,7 @@ impl<S: Store> DynStore for S {
         owner: OwnerToken,
         lease: Duration,
     ) -> BoxFut<'a, bool> {
-        Box::pin(Store::renew(self, id, owner, lease))
+        timed("renew", Store::renew(self, id, owner, lease))
     }
     fn complete<'a>(
         &'a self,
@@ -224,19 +259,25 @@ impl<S: Store> DynStore for S {
         response: Arc<StoredResponse>,
         ttl: Duration,
     ) -> BoxFut<'a, bool> {
-        Box::pin(Store::complete(self, id, owner, fingerprint, response, ttl))
+        timed(
+            "complete",
+            Store::complete(self, id, owner, fingerprint, response, ttl),
+        )
     }
     fn release<'a>(&'a self, id: &'a RecordId, owner: OwnerToken) -> BoxFut<'a, bool> {
-        Box::pin(Store::release(self, id, owner))
+        timed("release", Store::release(self, id, owner))
     }
     fn get<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, Option<Record>> {
-        Box::pin(Store::get(self, id))
+        timed("get", Store::get(self, id))
     }
     fn delete<'a>(&'a self, id: &'a RecordId) -> BoxFut<'a, bool> {
-        Box::pin(Store::delete(self, id))
+        timed("delete", Store::delete(self, id))
     }
     fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()> {
-        Box::pin(Store::watch(self, id, for_))
+        timed("watch", Store::watch(self, id, for_))
+    }
+    fn ping(&self) -> BoxFut<'_, ()> {
+        timed("ping", Store::ping(self))
     }
     fn subscribe(&self, on_change: ChangeListener) {
         Store::subscribe(self, on_change);

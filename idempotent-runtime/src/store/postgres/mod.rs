@@ -423,13 +423,22 @@ impl Store for PostgresStore {
         .map(drop)
     }
 
-    /// One listener connection per store (however many runtimes are built
-    /// on it), on the runtime crate's background thread; it reconnects by
-    /// itself and ends once the store is dropped.
+    /// `SELECT 1` on a connection of the pool, within the acquire and
+    /// statement timeouts (once more on a fresh connection if the pool's
+    /// was broken).
+    async fn ping(&self) -> Result<(), StoreError> {
+        run!(self, Retry::OnBroken, |c| sqlx::query("SELECT 1")
+            .execute(c))
+        .map(drop)
+    }
+
     fn as_postgres(&self) -> Option<&PostgresStore> {
         Some(self)
     }
 
+    /// One listener connection per store (however many runtimes are built
+    /// on it), on the runtime crate's background thread; it reconnects by
+    /// itself and ends once the store is dropped.
     fn subscribe(&self, on_change: ChangeListener) {
         use std::sync::atomic::Ordering;
         self.inner

@@ -511,6 +511,11 @@ impl Store for RedisStore {
         }
     }
 
+    /// `PING`, on the shared connection, within the command timeout.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.run(async |c| redis::cmd("PING").query_async::<()>(c).await)
+    }
+
     /// One subscriber connection per store (however many runtimes are built
     /// on it), on the runtime crate's background thread; it reconnects by
     /// itself and ends once the store is dropped.
