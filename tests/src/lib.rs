@@ -70,6 +70,7 @@ pub mod axum_app;
 pub mod behaviour;
 pub mod cases;
 pub mod contract;
+pub mod observed;
 pub mod postgres_server;
 pub mod redis_server;
 pub mod stores;

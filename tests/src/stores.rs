@@ -249,6 +249,15 @@ impl Store for AnyStore {
         }
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ping().await,
+            AnyStore::Redis(s, _) => s.ping().await,
+            AnyStore::Cluster(s, _) => s.ping().await,
+            AnyStore::Postgres(s, _) => s.ping().await,
+        }
+    }
+
     fn subscribe(&self, on_change: ChangeListener) {
         match self {
             AnyStore::Memory(s) => s.subscribe(on_change),
