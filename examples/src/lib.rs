@@ -27,8 +27,10 @@ use idempotent_runtime::{
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+pub mod observability;
+
 /// `POST /payments` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewPayment {
     /// Amount in minor units.
     pub amount: i64,
@@ -69,7 +71,7 @@ impl NewPayment {
 }
 
 /// A created payment.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Payment {
     /// `pay_N`.
     pub id: String,
@@ -653,6 +655,10 @@ impl<S: Store> Store for LeaseOverride<S> {
         for_: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.store.watch(id, for_)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.store.ping()
     }
 
     fn subscribe(&self, on_change: ChangeListener) {

@@ -1,6 +1,8 @@
 //! `actix-payments`: the example payment API (`POST /payments`, idempotent
 //! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on
-//! actix-web, answering exactly as `axum-payments` does.
+//! actix-web, answering exactly as `axum-payments` does, with `GET /metrics`,
+//! `GET /openapi.json` and `GET /ready` (see
+//! `idempotent_examples::observability`).
 //!
 //! ```text
 //! actix-payments [--listen 127.0.0.1:3000] [--store memory|redis|postgres]
@@ -28,12 +30,14 @@
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use idempotent_examples::observability::{self, METRICS_CONTENT_TYPE};
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
     Options, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
 use idempotent_runtime::actix::idempotent;
-use idempotent_runtime::Idempotency;
+use idempotent_runtime::{HandlerConfig, Idempotency};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Creates a payment; runs at most once per `Idempotency-Key`. With
 /// `--store postgres`, `tx` is the handler's transaction, in which the
@@ -79,6 +83,41 @@ async fn create_batch(
     HttpResponse::Ok().json(run_batch(idempotency, &payments, batch.into_inner()).await)
 }
 
+/// `GET /metrics`: Prometheus text.
+async fn metrics(prometheus: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(METRICS_CONTENT_TYPE)
+        .body(prometheus.render())
+}
+
+/// `GET /openapi.json`: the API's OpenAPI document.
+async fn openapi_json(document: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.0.clone())
+}
+
+/// The OpenAPI document, serialized once.
+struct OpenApiJson(String);
+
+/// `GET /ready`: 200 while the runtime takes requests, else 503.
+async fn ready(req: HttpRequest) -> HttpResponse {
+    let Some(idempotency) = req.app_data::<Idempotency>() else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    match observability::ready(idempotency).await {
+        Ok(()) => HttpResponse::Ok().body("ready\n"),
+        Err(why) => HttpResponse::ServiceUnavailable().body(format!("{why}\n")),
+    }
+}
+
+/// The options `#[idempotent]` gave `create_payment`, through the type the
+/// attribute generates for them (axum reads them from the handler itself,
+/// `handler_config(create_payment)`; actix-web handlers do not carry them).
+fn create_payment_config() -> &'static HandlerConfig {
+    <__idempotent_spec_create_payment as idempotent_runtime::__private::HandlerSpec>::config()
+}
+
 fn main() {
     let program = "actix-payments";
     let opts = Options::from_args(program).unwrap_or_else(|e| {
@@ -92,11 +131,21 @@ fn main() {
     let result = actix_web::rt::System::new().block_on(async move {
         let (idempotency, payments) = opts.backends().await.map_err(|e| (2, e))?;
         let payments = web::Data::new(payments);
+        let prometheus = web::Data::new(observability::install_prometheus().map_err(|e| (1, e))?);
+        let document = observability::openapi_document(create_payment_config())
+            .to_pretty_json()
+            .map_err(|e| (1, e.to_string()))?;
+        let document = web::Data::new(OpenApiJson(document));
         let app_idempotency = idempotency.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_idempotency.clone())
                 .app_data(payments.clone())
+                .app_data(prometheus.clone())
+                .app_data(document.clone())
+                .route("/metrics", web::get().to(metrics))
+                .route("/openapi.json", web::get().to(openapi_json))
+                .route("/ready", web::get().to(ready))
                 // The same 1 MiB request body limit as the idempotency layer.
                 .app_data(web::JsonConfig::default().limit(1024 * 1024))
                 .route("/payments", web::post().to(create_payment))

@@ -1,5 +1,7 @@
 //! `axum-payments`: the example payment API (`POST /payments`, idempotent
-//! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on axum.
+//! per `Idempotency-Key`; `GET /payments`; `POST /payments/batch`) on axum,
+//! with `GET /metrics`, `GET /openapi.json` and `GET /ready` (see
+//! `idempotent_examples::observability`).
 //!
 //! ```text
 //! axum-payments [--listen 127.0.0.1:3000] [--store memory|redis|postgres]
@@ -31,21 +33,23 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use idempotent_examples::observability::{self, METRICS_CONTENT_TYPE};
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
     Options, Payment, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
-use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+use idempotent_runtime::axum::{handler_config, idempotent, IdempotencyLayer};
 use idempotent_runtime::Idempotency;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -120,10 +124,44 @@ fn main() {
     });
 }
 
+/// `GET /metrics`: Prometheus text.
+async fn metrics(Extension(prometheus): Extension<PrometheusHandle>) -> Response {
+    ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], prometheus.render()).into_response()
+}
+
+/// `GET /openapi.json`: the API's OpenAPI document.
+async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], document.0.to_string()).into_response()
+}
+
+/// The OpenAPI document, serialized once.
+#[derive(Clone)]
+struct OpenApiJson(std::sync::Arc<str>);
+
+/// `GET /ready`: 200 while the runtime takes requests, else 503.
+async fn ready(Extension(idempotency): Extension<Idempotency>) -> Response {
+    match observability::ready(&idempotency).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
 async fn serve(listen: String, idempotency: Idempotency, payments: Payments) {
+    let prometheus = observability::install_prometheus().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    });
+    let document = observability::openapi_document(handler_config(create_payment))
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
     let app = Router::new()
         .route("/payments", post(create_payment).get(list_payments))
         .route("/payments/batch", post(create_batch))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/ready", get(ready))
+        .layer(Extension(prometheus))
+        .layer(Extension(OpenApiJson(document.into())))
         .layer(Extension(idempotency.clone()))
         .layer(IdempotencyLayer::new(idempotency.clone()))
         .with_state(payments);
