@@ -169,5 +169,75 @@ fn memory_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, key_parsing, fingerprinting, records, memory_store);
+/// The whole life cycle through the plain API on the memory store (claim,
+/// run, complete; or the replay of a completed key), the one path every
+/// request takes: with the runtime's `metrics` feature off (the default
+/// build of this bench), on without a recorder, and on with a Prometheus
+/// recorder (`--features metrics`): what the metrics cost a request.
+///
+/// ```text
+/// cargo bench -p idempotent-benches --bench micro -- 'life cycle'
+/// cargo bench -p idempotent-benches --bench micro --features metrics -- 'life cycle'
+/// ```
+fn life_cycle(c: &mut Criterion) {
+    use idempotent_runtime::{HandlerConfig, Idempotency};
+
+    static ITEMS: HandlerConfig = HandlerConfig::new("bench-items");
+    const KEYS: usize = 4096;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let idempotency = Idempotency::new(MemoryStore::default());
+    let keys: Vec<IdempotencyKey> = (0..KEYS)
+        .map(|i| IdempotencyKey::parse(format!("key-{i}").as_bytes()).expect("a key"))
+        .collect();
+    let fp = Fingerprint::of_bytes(BODY);
+    let run = |key: &IdempotencyKey| {
+        rt.block_on(idempotency.run(&ITEMS, None, key, fp, || async {
+            StoredResponse::new(201, &b"{}"[..])
+        }))
+        .expect("not refused")
+    };
+    // A new key each time: the key about to be used is forgotten first,
+    // outside the measurement, so the store stays small.
+    let mut next = 0;
+    let mut new_key = || {
+        next = (next + 1) % KEYS;
+        let key = keys[next].clone();
+        rt.block_on(idempotency.forget(ITEMS.scope(), None, &key))
+            .expect("forget");
+        key
+    };
+    let replayed = keys[0].clone();
+    run(&replayed);
+
+    let mut g = c.benchmark_group("life cycle");
+    let mut rows = |label: &str| {
+        g.bench_function(format!("run, new key{label}"), |b| {
+            b.iter_batched(&mut new_key, |key| run(&key), BatchSize::SmallInput)
+        });
+        g.bench_function(format!("run, replay{label}"), |b| b.iter(|| run(&replayed)));
+    };
+    #[cfg(not(feature = "metrics"))]
+    rows(", metrics off");
+    #[cfg(feature = "metrics")]
+    {
+        rows(", metrics on, no recorder");
+        // Installed for this thread only, where the current-thread runtime
+        // runs the life cycle.
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&prometheus, || rows(", metrics on, Prometheus recorder"));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    key_parsing,
+    fingerprinting,
+    records,
+    memory_store,
+    life_cycle
+);
 criterion_main!(benches);
