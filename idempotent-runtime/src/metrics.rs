@@ -111,7 +111,7 @@ pub fn describe() {
     ::metrics::describe_gauge!(
         HANDLERS_IN_FLIGHT,
         ::metrics::Unit::Count,
-        "Idempotent handlers running now, by scope"
+        "Claimed idempotent requests not finished yet (handler running or response being stored), by scope"
     );
 }
 

@@ -243,9 +243,10 @@ fn add_replay_header(operation: &mut Operation, config: &HandlerConfig) {
 fn problem_responses(operation: &Operation, config: &HandlerConfig) -> Vec<(u16, Response)> {
     let mut bad_request = Vec::new();
     let mut why = Vec::new();
+    let missing = format!("the `{}` header is missing", display_header(config.header));
     if config.required {
         bad_request.push(Problem::missing_key(config.header));
-        why.push("the idempotency key is missing");
+        why.push(missing.as_str());
     }
     bad_request.push(Problem::invalid_key(&KeyError::Empty));
     why.push("the key is invalid (empty, too long, not visible ASCII, or sent more than once)");
