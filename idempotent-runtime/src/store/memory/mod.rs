@@ -1,9 +1,12 @@
-//! The in-process store: a sharded hash map with per-record expiry.
+//! The in-process store: a sharded hash map with per-record expiry, which
+//! evicts its oldest completed records when full ([`WhenFull`]).
 //!
 //! It was built on moka first. Measured (`BENCHMARKS.md`), moka's per-entry
 //! expiry and atomic `compute` cost about 3 µs per claim and completion, a
 //! third of a trivial axum handler's time; the claim and completion this store
-//! needs are one short lock of one of 1024 shards each, about 0.3 µs.
+//! needs are one short lock of one of 1024 shards each, about 0.3 µs. moka as
+//! an evicting tier of the completed records alone was measured too, and
+//! costs more than this map's own eviction (`docs/design/0003-memory-bound.md`).
 
 use std::collections::HashMap;
 use std::future::{ready, Future};
@@ -18,7 +21,7 @@ use crate::store::digest_hash::DigestHashState;
 mod shard;
 
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
-use shard::{lock, lower_to, Shard, ShardMap, Slot, State};
+use shard::{at_or_before, lock, lower_epoch, lower_to, Shard, ShardMap, Slot, State};
 
 /// Default bound on the number of records.
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
@@ -41,23 +44,79 @@ const SHARDS: usize = 1024;
 const SWEEP_CYCLE: Duration = Duration::from_secs(10);
 const SWEEP_TICK: Duration = Duration::from_millis(100);
 
+/// Completions are counted in units of which a full store holds
+/// `STORE_UNITS`: a completed record weighs the larger of its share of
+/// `max_entries` and its share of `max_bytes`. Every `STORE_UNITS >>
+/// EPOCH_BITS` units (an eighth of the bound) start a new epoch, and
+/// eviction drops the oldest epoch first. Finer epochs order evictions more
+/// closely but cost more: a claim that evicts scans one shard to find its
+/// oldest epoch, about `2^EPOCH_BITS` records per record evicted.
+const STORE_UNITS: u64 = 1 << 32;
+const EPOCH_BITS: u32 = 3;
+const EPOCH_SHIFT: u32 = 32 - EPOCH_BITS;
+
+/// At most one eviction warning per this period, with the count since the
+/// last one.
+const WARN_EVERY_MS: u64 = 1000;
+
+/// What a [`MemoryStore`] does when a new claim would take it past its bound.
+///
+/// Whichever is chosen, an in-progress claim is never dropped to make room:
+/// that would let a duplicate run the handler while the first still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Evict completed records, oldest first, until the claim fits
+    /// (the default). A retry of an evicted key finds no record and runs the
+    /// handler again, as it would after the record's TTL. Only when nothing
+    /// but in-progress claims fills the store is the claim refused, with
+    /// [`StoreError::Full`].
+    ///
+    /// "Oldest" is approximate: completed records are ordered by epochs of
+    /// an eighth of the bound's worth of completions each, and the oldest
+    /// epoch held is evicted shard by shard. What goes is about the oldest
+    /// eighth of the store, in shard order within it.
+    #[default]
+    EvictOldest,
+    /// Never evict a live record: a claim that would pass the bound fails
+    /// with [`StoreError::Full`], which handlers answer with 503 `store-full`
+    /// and `Retry-After` (Redis's `noeviction`). Every stored response is
+    /// then kept for its whole TTL, but a burst of new keys can lock new keys
+    /// out until records expire: size the store for request rate × TTL.
+    Refuse,
+}
+
 /// An in-process store, bounded by entries and bytes.
 ///
 /// Records expire one by one: an in-progress claim when its lease runs out, a
 /// completed response after its TTL. Claims are atomic per identity.
 ///
-/// The bound is hard: this store **never evicts a live record to make room**
-/// (neither an in-progress claim nor a completed response whose TTL has not run
-/// out, since either would let a retry execute a second time). A claim that would
-/// go past the bound fails with [`StoreError::Full`], which handlers answer with
-/// 503 and `Retry-After`. Size it for your request rate times your TTL.
+/// **When full**, by default ([`WhenFull::EvictOldest`]), a new claim evicts
+/// the oldest completed records to make room, so that no burst of new keys
+/// (a million fresh keys, or a few hundred responses of a megabyte) can lock
+/// new keys out until the TTL runs out. In-progress claims are never evicted;
+/// a store filled by claims alone refuses new ones with [`StoreError::Full`]
+/// (503 `store-full`). Evictions are logged as a warning (target
+/// `idempotent`), at most once a second with their count, and counted by
+/// [`evicted_count`](MemoryStore::evicted_count).
+///
+/// **The trade-off:** a completed record that was evicted is gone before its
+/// TTL, and a retry of its key then runs the handler again, as it would
+/// after the TTL. The oldest records go first, and retries mostly come soon
+/// after the request, but under a burst that fills the store the replay
+/// window shrinks to however long the store takes to fill. Size the store
+/// for your request rate times your TTL so that it never has to evict, and
+/// watch for the warning. [`WhenFull::Refuse`] keeps every stored response
+/// for its whole TTL and refuses new keys instead. (The policy, how "oldest"
+/// is approximated and what it costs: `docs/design/0003-memory-bound.md`.)
 ///
 /// ```
-/// use idempotent_runtime::store::memory::MemoryStore;
+/// use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
 ///
 /// let store = MemoryStore::builder()
 ///     .max_entries(100_000)
 ///     .max_bytes(64 * 1024 * 1024)
+///     .when_full(WhenFull::EvictOldest) // the default
 ///     .build();
 /// assert_eq!(store.entry_count(), 0);
 /// ```
@@ -76,10 +135,38 @@ struct Inner {
     bytes: AtomicI64,
     max_entries: u64,
     max_bytes: u64,
+    when_full: WhenFull,
+    /// Units of completions so far (see [`STORE_UNITS`]); its bits from
+    /// [`EPOCH_SHIFT`] up are the current epoch. Wraps.
+    completed: AtomicU64,
+    /// Units a completed record weighs for being an entry, and per byte
+    /// (the latter in 1/65536 units).
+    units_per_entry: u64,
+    units_per_byte: u64,
+    /// Where eviction is; one evictor at a time.
+    hand: Mutex<Hand>,
+    /// Completed records evicted so far, and how many of them have been
+    /// reported in a warning; when the last warning was (ms since `born`).
+    evicted: AtomicU64,
+    reported: AtomicU64,
+    last_warning_ms: AtomicU64,
     /// When a full store last swept every shard (ms since `born`), so that a
     /// full store does not sweep on every claim.
     last_full_sweep_ms: AtomicU64,
     born: Instant,
+}
+
+/// The eviction hand goes round the shards, evicting from each the
+/// completed records of epoch `upto` or earlier; once round, everything up
+/// to `upto` is gone, and `upto` moves on to the oldest epoch it saw left.
+struct Hand {
+    next: usize,
+    upto: u32,
+    /// The oldest epoch seen left in the shards visited this round.
+    seen: Option<u32>,
+    /// `completed` when a whole round found no completed record: until a
+    /// record completes, there is nothing to evict.
+    futile_at: Option<u64>,
 }
 
 /// Builds a [`MemoryStore`].
@@ -87,6 +174,7 @@ struct Inner {
 pub struct MemoryStoreBuilder {
     max_entries: u64,
     max_bytes: u64,
+    when_full: WhenFull,
 }
 
 impl MemoryStoreBuilder {
@@ -99,6 +187,54 @@ impl MemoryStoreBuilder {
     /// The most bytes of records kept at once (default 512 MiB).
     pub fn max_bytes(mut self, n: u64) -> Self {
         self.max_bytes = n;
+        self
+    }
+
+    /// What a claim that would pass the bound does (default
+    /// [`WhenFull::EvictOldest`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
+    /// use idempotent_runtime::store::{Claim, Store, StoreError};
+    /// use idempotent_runtime::{Fingerprint, IdempotencyKey, OwnerToken, RecordId, StoredResponse};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let id = |key: &str| RecordId::new("pay", None, &IdempotencyKey::parse(key.as_bytes()).unwrap());
+    /// let fingerprint = Fingerprint::of_bytes(b"request");
+    /// let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(3600));
+    /// let response = Arc::new(StoredResponse::new(201, &b"{}"[..]));
+    ///
+    /// for when_full in [WhenFull::EvictOldest, WhenFull::Refuse] {
+    ///     let store = MemoryStore::builder().max_entries(1).when_full(when_full).build();
+    ///     let owner = OwnerToken::generate();
+    ///     assert_eq!(store.claim(&id("a"), fingerprint, owner, lease).await?, Claim::Acquired);
+    ///     assert!(store.complete(&id("a"), owner, fingerprint, response.clone(), ttl).await?);
+    ///
+    ///     let b = store.claim(&id("b"), fingerprint, OwnerToken::generate(), lease).await;
+    ///     if when_full == WhenFull::EvictOldest {
+    ///         // "a" was evicted to make room: a retry of "a" would run again.
+    ///         assert_eq!(b?, Claim::Acquired);
+    ///         assert!(store.get(&id("a")).await?.is_none());
+    ///         assert_eq!(store.evicted_count(), 1);
+    ///         // "b" is in progress and never evicted: with nothing completed
+    ///         // left to evict, a new key is refused.
+    ///         let c = store.claim(&id("c"), fingerprint, OwnerToken::generate(), lease).await;
+    ///         assert!(matches!(c, Err(StoreError::Full)));
+    ///     } else {
+    ///         // "a" is kept for its whole TTL; "b" is refused (503 store-full).
+    ///         assert!(matches!(b, Err(StoreError::Full)));
+    ///         assert!(store.get(&id("a")).await?.is_some());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
         self
     }
 
@@ -118,6 +254,19 @@ impl MemoryStoreBuilder {
             bytes: AtomicI64::new(0),
             max_entries: self.max_entries,
             max_bytes: self.max_bytes,
+            when_full: self.when_full,
+            completed: AtomicU64::new(0),
+            units_per_entry: STORE_UNITS / self.max_entries.max(1),
+            units_per_byte: (STORE_UNITS << 16) / self.max_bytes.max(1),
+            hand: Mutex::new(Hand {
+                next: 0,
+                upto: 0,
+                seen: None,
+                futile_at: None,
+            }),
+            evicted: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+            last_warning_ms: AtomicU64::new(0),
             last_full_sweep_ms: AtomicU64::new(0),
             born: Instant::now(),
         });
@@ -126,7 +275,8 @@ impl MemoryStoreBuilder {
     }
 }
 
-/// Sweeps every shard once per [`SWEEP_CYCLE`] until the store is dropped.
+/// Sweeps every shard once per [`SWEEP_CYCLE`] until the store is dropped,
+/// and reports evictions not yet warned of.
 fn spawn_sweeper(store: Weak<Inner>) {
     let per_tick = SHARDS.div_ceil((SWEEP_CYCLE.as_millis() / SWEEP_TICK.as_millis()) as usize);
     crate::background::background().spawn(async move {
@@ -144,6 +294,7 @@ fn spawn_sweeper(store: Weak<Inner>) {
                 inner.sweep(next, now);
                 next = (next + 1) % SHARDS;
             }
+            inner.report_evictions();
         }
     });
 }
@@ -172,6 +323,53 @@ impl Inner {
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.bytes
             .fetch_sub(i64::from(slot.weight), Ordering::Relaxed);
+    }
+
+    /// `old` is overwritten in place by `new`: the count stays, the bytes
+    /// change by the difference (one atomic operation). Returns the bytes
+    /// held after.
+    fn replaced(&self, old: &Slot, new: &Slot) -> i64 {
+        let delta = i64::from(new.weight) - i64::from(old.weight);
+        self.bytes.fetch_add(delta, Ordering::Relaxed) + delta
+    }
+
+    /// Gives a completed record its epoch, and counts its completion.
+    fn stamp(&self, slot: &mut Slot) {
+        let by_bytes = (u128::from(slot.weight) * u128::from(self.units_per_byte)) >> 16;
+        let units = u64::try_from(by_bytes)
+            .unwrap_or(u64::MAX)
+            .max(self.units_per_entry)
+            .max(1);
+        let before = self.completed.fetch_add(units, Ordering::Relaxed);
+        slot.epoch = (before >> EPOCH_SHIFT) as u32;
+    }
+
+    /// The epoch records completing now get.
+    fn epoch(&self) -> u32 {
+        (self.completed.load(Ordering::Relaxed) >> EPOCH_SHIFT) as u32
+    }
+
+    fn entry_count(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    fn weighted_size(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Room for one more claim.
+    fn has_room(&self) -> bool {
+        self.entry_count() < self.max_entries
+            && self.weighted_size().saturating_add(ENTRY_OVERHEAD) <= self.max_bytes
+    }
+
+    /// Within the bound (a completion may have taken the store past it).
+    fn within_bound(&self) -> bool {
+        self.entry_count() <= self.max_entries && self.weighted_size() <= self.max_bytes
+    }
+
+    fn ms_since_born(&self) -> u64 {
+        (self.born.elapsed().as_millis() as u64).max(1)
     }
 
     /// Calls `f` with the live record of `id` (one probe of the map),
@@ -204,63 +402,177 @@ impl Inner {
     /// Drops the expired records of shard `i`, unless none can have expired.
     fn sweep(&self, i: usize, now: Instant) {
         let mut shard = lock(&self.shards[i]);
-        if !shard.may_hold_expired(now) {
-            return;
+        if shard.may_hold_expired(now) {
+            self.scan(&mut shard, now, None);
         }
+    }
+
+    /// Drops the expired records of `shard` and, with `evict_upto`, its
+    /// completed records of that epoch or earlier; recounts what the shard
+    /// tracks. Returns how many live records were evicted.
+    fn scan(&self, shard: &mut ShardMap, now: Instant, evict_upto: Option<u32>) -> u64 {
         let ShardMap {
             map,
             claims,
             claims_after,
             done_after,
-        } = &mut *shard;
-        (*claims, *claims_after, *done_after) = (0, None, None);
+            oldest_done,
+        } = shard;
+        (*claims, *claims_after, *done_after, *oldest_done) = (0, None, None, None);
+        let mut evicted = 0;
         map.retain(|_, slot| {
-            let keep = slot.live(now);
+            let live = slot.live(now);
+            let keep = if slot.is_claim() {
+                if live {
+                    *claims += 1;
+                    lower_to(claims_after, slot.expires);
+                }
+                live
+            } else if live && !evict_upto.is_some_and(|upto| at_or_before(slot.epoch, upto)) {
+                lower_to(done_after, slot.expires);
+                lower_epoch(oldest_done, slot.epoch);
+                true
+            } else {
+                evicted += u64::from(live);
+                false
+            };
             if !keep {
                 self.removed(slot);
-            } else if slot.is_claim() {
-                *claims += 1;
-                lower_to(claims_after, slot.expires);
-            } else {
-                lower_to(done_after, slot.expires);
             }
             keep
         });
-        if shard.map.capacity() > 64 && shard.map.len() * 4 < shard.map.capacity() {
-            let len = shard.map.len();
-            shard.map.shrink_to(len * 2);
+        if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+            let len = map.len();
+            map.shrink_to(len * 2);
         }
+        evicted
+    }
+
+    /// Evicts completed records, oldest epoch first, until `enough` holds.
+    /// Returns whether it does: false when no completed record is left.
+    fn evict_until(&self, enough: impl Fn(&Self) -> bool) -> bool {
+        let mut hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
+        if enough(self) {
+            return true;
+        }
+        let completed = self.completed.load(Ordering::Relaxed);
+        if hand.futile_at == Some(completed) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut evicted = 0;
+        // Two rounds find any completed record there is: the first may only
+        // learn which epoch is the oldest left.
+        let mut enough_now = false;
+        for _ in 0..3 * SHARDS {
+            if enough(self) {
+                enough_now = true;
+                break;
+            }
+            let upto = hand.upto;
+            {
+                let mut shard = lock(&self.shards[hand.next]);
+                if shard.may_hold_done_upto(upto) || shard.may_hold_expired(now) {
+                    evicted += self.scan(&mut shard, now, Some(upto));
+                }
+                if let Some(oldest) = shard.oldest_done {
+                    lower_epoch(&mut hand.seen, oldest);
+                }
+            }
+            hand.next = (hand.next + 1) % SHARDS;
+            if hand.next == 0 {
+                // Round done: nothing of epoch `upto` or earlier is left
+                // (but what completed behind the hand in epoch `upto`).
+                let newest = self.epoch();
+                let next = match hand.seen.take() {
+                    None => {
+                        if !enough(self) {
+                            hand.futile_at = Some(completed);
+                            hand.upto = newest;
+                            break;
+                        }
+                        newest
+                    }
+                    Some(seen) if at_or_before(seen, upto) => upto.wrapping_add(1),
+                    Some(seen) => seen,
+                };
+                hand.upto = if at_or_before(next, newest) {
+                    next
+                } else {
+                    newest
+                };
+            }
+        }
+        drop(hand);
+        if evicted > 0 {
+            self.evicted.fetch_add(evicted, Ordering::Relaxed);
+            self.report_evictions();
+        }
+        enough_now || enough(self)
+    }
+
+    /// Warns of the evictions not yet reported, at most once per
+    /// [`WARN_EVERY_MS`].
+    fn report_evictions(&self) {
+        let evicted = self.evicted.load(Ordering::Relaxed);
+        if evicted == self.reported.load(Ordering::Relaxed) {
+            return;
+        }
+        let now_ms = self.ms_since_born();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if (last != 0 && now_ms.saturating_sub(last) < WARN_EVERY_MS)
+            || self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let count = evicted.saturating_sub(self.reported.swap(evicted, Ordering::Relaxed));
+        tracing::warn!(
+            target: "idempotent",
+            evicted = count,
+            evicted_total = evicted,
+            entries = self.entry_count(),
+            max_entries = self.max_entries,
+            bytes = self.weighted_size(),
+            max_bytes = self.max_bytes,
+            "memory store full: evicted {count} completed records, oldest first; a retry of an evicted key runs its handler again (raise max_entries or max_bytes to keep records for their whole ttl)"
+        );
     }
 }
 
 impl MemoryStore {
-    /// A builder with the default bounds.
+    /// A builder with the default bounds and [`WhenFull::EvictOldest`].
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_bytes: DEFAULT_MAX_BYTES,
+            when_full: WhenFull::default(),
         }
     }
 
     /// Records held (expired ones are counted until they are swept).
     pub fn entry_count(&self) -> u64 {
-        self.inner.entries.load(Ordering::Relaxed).max(0) as u64
+        self.inner.entry_count()
     }
 
     /// Approximate bytes held by records.
     pub fn weighted_size(&self) -> u64 {
-        self.inner.bytes.load(Ordering::Relaxed).max(0) as u64
+        self.inner.weighted_size()
     }
 
-    fn has_room(&self) -> bool {
-        self.entry_count() < self.inner.max_entries
-            && self.weighted_size().saturating_add(ENTRY_OVERHEAD) <= self.inner.max_bytes
+    /// Completed records evicted to make room since the store was built
+    /// (always 0 under [`WhenFull::Refuse`]). Records that expired are not
+    /// counted.
+    pub fn evicted_count(&self) -> u64 {
+        self.inner.evicted.load(Ordering::Relaxed)
     }
 
     /// Sweeps every shard, at most every 100 ms: the store looks full, and
     /// expired records may be what fills it.
     fn sweep_all_if_due(&self) {
-        let now_ms = (self.inner.born.elapsed().as_millis() as u64).max(1);
+        let now_ms = self.inner.ms_since_born();
         let last = &self.inner.last_full_sweep_ms;
         let prev = last.load(Ordering::Relaxed);
         if (prev == 0 || now_ms.saturating_sub(prev) >= 100)
@@ -284,6 +596,8 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         use std::collections::hash_map::Entry;
         let mut swept = false;
+        // Evicting makes room, but concurrent claims may take it first.
+        let mut evictions = 0;
         loop {
             let now = Instant::now();
             let mut shard = self.inner.shard(id);
@@ -296,29 +610,35 @@ impl MemoryStore {
                 }
                 // An expired record is replaced in place: the count stays.
                 Entry::Occupied(mut e) => {
-                    self.inner.removed(e.get());
-                    self.inner.added(&slot);
-                    let (was_claim, expires) = (e.get().is_claim(), slot.expires);
+                    self.inner.replaced(e.get(), &slot);
+                    let (was_claim, mark) = (e.get().is_claim(), slot.mark());
                     **e.get_mut() = slot;
                     shard.untrack(was_claim);
-                    shard.track(true, expires);
+                    shard.track(mark);
                     return Ok(Claim::Acquired);
                 }
-                Entry::Vacant(v) if self.has_room() => {
+                Entry::Vacant(v) if self.inner.has_room() => {
                     self.inner.added(&slot);
-                    let expires = slot.expires;
+                    let mark = slot.mark();
                     v.insert(Box::new(slot));
-                    shard.track(true, expires);
+                    shard.track(mark);
                     return Ok(Claim::Acquired);
                 }
                 Entry::Vacant(_) => {}
             }
             drop(shard);
-            if swept {
+            if !swept {
+                // Expired records go before any live one is evicted.
+                self.sweep_all_if_due();
+                swept = true;
+            } else if self.inner.when_full == WhenFull::EvictOldest
+                && evictions < 4
+                && self.inner.evict_until(Inner::has_room)
+            {
+                evictions += 1;
+            } else {
                 return Err(StoreError::Full);
             }
-            self.sweep_all_if_due();
-            swept = true;
         }
     }
 
@@ -338,8 +658,8 @@ impl MemoryStore {
             /// Written in place over a slot that was (or not) a claim.
             Replaced {
                 was_claim: bool,
-                is_claim: bool,
-                expires: Instant,
+                mark: shard::Mark,
+                bytes: i64,
             },
             Insert(Slot),
             Remove,
@@ -356,40 +676,56 @@ impl MemoryStore {
                 _ => return Then::Refuse,
             };
             match (next(fingerprint, now), current) {
-                // In place, in the claim's box.
+                // In place, in the claim's box; a completed record is
+                // stamped there with its epoch.
                 (Some(new), Some(old)) => {
-                    self.inner.removed(old);
-                    self.inner.added(&new);
-                    let then = Then::Replaced {
-                        was_claim: old.is_claim(),
-                        is_claim: new.is_claim(),
-                        expires: new.expires,
-                    };
+                    let was_claim = old.is_claim();
+                    let bytes = self.inner.replaced(old, &new);
                     *old = new;
-                    then
+                    if !old.is_claim() {
+                        self.inner.stamp(old);
+                    }
+                    Then::Replaced {
+                        was_claim,
+                        mark: old.mark(),
+                        bytes,
+                    }
                 }
                 (Some(new), None) => Then::Insert(new),
                 (None, Some(_)) => Then::Remove,
                 (None, None) => Then::Nothing,
             }
         });
-        match then {
+        // A completion may take the store past its bound by its response.
+        let over = match then {
             Then::Refuse => return false,
-            Then::Nothing => {}
+            Then::Nothing => false,
             Then::Replaced {
                 was_claim,
-                is_claim,
-                expires,
+                mark,
+                bytes,
             } => {
                 shard.untrack(was_claim);
-                shard.track(is_claim, expires);
+                shard.track(mark);
+                bytes.max(0) as u64 > self.inner.max_bytes
             }
-            Then::Insert(slot) => {
+            Then::Insert(mut slot) => {
+                if !slot.is_claim() {
+                    self.inner.stamp(&mut slot);
+                }
                 self.inner.added(&slot);
-                shard.track(slot.is_claim(), slot.expires);
+                shard.track(slot.mark());
                 shard.map.insert(id.clone(), Box::new(slot));
+                !self.inner.within_bound()
             }
-            Then::Remove => self.inner.remove(&mut shard, id),
+            Then::Remove => {
+                self.inner.remove(&mut shard, id);
+                false
+            }
+        };
+        drop(shard);
+        if over && self.inner.when_full == WhenFull::EvictOldest {
+            self.inner.evict_until(Inner::within_bound);
         }
         true
     }
@@ -473,6 +809,8 @@ impl std::fmt::Debug for MemoryStore {
             .field("bytes", &self.weighted_size())
             .field("max_entries", &self.inner.max_entries)
             .field("max_bytes", &self.inner.max_bytes)
+            .field("when_full", &self.inner.when_full)
+            .field("evicted", &self.evicted_count())
             .finish()
     }
 }

@@ -1,5 +1,5 @@
-//! A shard of the memory store: its map of records, and when a sweep
-//! could find one of them expired.
+//! A shard of the memory store: its map of records, when a sweep could
+//! find one of them expired, and how old its oldest completed record is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,11 +30,31 @@ pub(super) struct ShardMap {
     /// No completed record here expires before this: the earliest written
     /// since the last sweep (records replaced since may make it early).
     pub(super) done_after: Option<Instant>,
+    /// No completed record here was completed in an earlier epoch than this
+    /// (see [`Slot::epoch`]): the oldest written since the last scan
+    /// (records removed since may make it early). Unset when none was.
+    pub(super) oldest_done: Option<u32>,
 }
 
 /// `earliest` becomes `t` if that is earlier (or it was unset).
 pub(super) fn lower_to(earliest: &mut Option<Instant>, t: Instant) {
     *earliest = Some(earliest.map_or(t, |e| e.min(t)));
+}
+
+/// Whether epoch `a` is `b` or earlier. Epochs wrap around (`u32`); they
+/// are compared as serial numbers, which is right while the records held
+/// span fewer than 2^31 epochs (a store filled 2^27 times over while one
+/// record stayed).
+pub(super) fn at_or_before(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) >= 0
+}
+
+/// `oldest` becomes `epoch` if that is earlier (or it was unset).
+pub(super) fn lower_epoch(oldest: &mut Option<u32>, epoch: u32) {
+    *oldest = Some(match *oldest {
+        Some(o) if at_or_before(o, epoch) => o,
+        _ => epoch,
+    });
 }
 
 impl ShardMap {
@@ -44,17 +64,18 @@ impl ShardMap {
             claims: 0,
             claims_after: None,
             done_after: None,
+            oldest_done: None,
         }
     }
 
-    /// Notes that a slot of this kind, expiring then, was written here
-    /// (inserted or written in place).
-    pub(super) fn track(&mut self, is_claim: bool, expires: Instant) {
-        if is_claim {
+    /// Notes that `slot` was written here (inserted or written in place).
+    pub(super) fn track(&mut self, slot: Mark) {
+        if slot.is_claim {
             self.claims += 1;
-            lower_to(&mut self.claims_after, expires);
+            lower_to(&mut self.claims_after, slot.expires);
         } else {
-            lower_to(&mut self.done_after, expires);
+            lower_to(&mut self.done_after, slot.expires);
+            lower_epoch(&mut self.oldest_done, slot.epoch);
         }
     }
 
@@ -74,18 +95,36 @@ impl ShardMap {
         let passed = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         passed(self.done_after) || passed(self.claims_after)
     }
+
+    /// Whether a completed record here may be of epoch `upto` or earlier.
+    pub(super) fn may_hold_done_upto(&self, upto: u32) -> bool {
+        self.oldest_done.is_some_and(|o| at_or_before(o, upto))
+    }
 }
 
 /// One lock and map, on a cache line of its own.
 #[repr(align(128))]
 pub(super) struct Shard(pub(super) Mutex<ShardMap>);
 
-/// A record, compact (72 bytes besides its response).
+/// A record, compact (80 bytes besides its response; `epoch` sits in what
+/// would otherwise be padding).
 pub(super) struct Slot {
     pub(super) state: State,
     pub(super) expires: Instant,
     /// What the record counts against `max_bytes`.
     pub(super) weight: u32,
+    /// For a completed record, when it was completed, in epochs of the
+    /// store (each about an eighth of its bound's worth of completions):
+    /// the oldest epochs are evicted first. Unused for a claim.
+    pub(super) epoch: u32,
+}
+
+/// What a shard tracks of a slot written to it.
+#[derive(Clone, Copy)]
+pub(super) struct Mark {
+    pub(super) is_claim: bool,
+    pub(super) expires: Instant,
+    pub(super) epoch: u32,
 }
 
 pub(super) enum State {
@@ -130,6 +169,15 @@ impl Slot {
                 .checked_add(lifetime)
                 .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            epoch: 0,
+        }
+    }
+
+    pub(super) fn mark(&self) -> Mark {
+        Mark {
+            is_claim: self.is_claim(),
+            expires: self.expires,
+            epoch: self.epoch,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The memory store's own tests: bounds, expiry and sweeping.
+//! The memory store's own tests: bounds, eviction, expiry and sweeping.
 
 use super::*;
 use crate::IdempotencyKey;
@@ -23,26 +23,33 @@ fn now<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// Every claim up to the bound is kept (a cache's admission policy would
-/// drop some), and the one past it is refused loudly.
+/// drop some), and the one past it is refused loudly: claims are never
+/// evicted, whatever the policy.
 #[test]
 fn full_store_keeps_every_claim_and_refuses_the_next() {
-    let store = MemoryStore::builder().max_entries(1000).build();
-    let fp = Fingerprint::of_bytes(b"x");
-    let lease = Duration::from_secs(60);
-    for i in 0..1000 {
-        let c = store
-            .claim_now(&id(i), fp, OwnerToken::generate(), lease)
-            .unwrap();
-        assert_eq!(c, Claim::Acquired, "claim {i}");
+    for when_full in [WhenFull::EvictOldest, WhenFull::Refuse] {
+        let store = MemoryStore::builder()
+            .max_entries(1000)
+            .when_full(when_full)
+            .build();
+        let fp = Fingerprint::of_bytes(b"x");
+        let lease = Duration::from_secs(60);
+        for i in 0..1000 {
+            let c = store
+                .claim_now(&id(i), fp, OwnerToken::generate(), lease)
+                .unwrap();
+            assert_eq!(c, Claim::Acquired, "claim {i}");
+        }
+        for i in 0..1000 {
+            assert!(now(store.get(&id(i))).unwrap().is_some(), "claim {i} kept");
+        }
+        assert!(matches!(
+            store.claim_now(&id(1000), fp, OwnerToken::generate(), lease),
+            Err(StoreError::Full)
+        ));
+        assert_eq!(store.entry_count(), 1000);
+        assert_eq!(store.evicted_count(), 0);
     }
-    for i in 0..1000 {
-        assert!(now(store.get(&id(i))).unwrap().is_some(), "claim {i} kept");
-    }
-    assert!(matches!(
-        store.claim_now(&id(1000), fp, OwnerToken::generate(), lease),
-        Err(StoreError::Full)
-    ));
-    assert_eq!(store.entry_count(), 1000);
 }
 
 /// Expired records count until swept; re-claiming one replaces it, and a
@@ -85,9 +92,14 @@ fn counters_stay_exact_as_records_expire() {
     assert!(now(store.get(&id(0))).unwrap().is_none());
 }
 
+/// `WhenFull::Refuse` keeps today's hard bound: a full store refuses new
+/// claims and keeps every completed record.
 #[test]
-fn byte_bound_refuses_claims() {
-    let store = MemoryStore::builder().max_bytes(10_000).build();
+fn refuse_policy_keeps_every_record_and_refuses_claims() {
+    let store = MemoryStore::builder()
+        .max_bytes(10_000)
+        .when_full(WhenFull::Refuse)
+        .build();
     let fp = Fingerprint::of_bytes(b"x");
     let lease = Duration::from_secs(60);
     let owner = OwnerToken::generate();
@@ -102,6 +114,8 @@ fn byte_bound_refuses_claims() {
         store.claim_now(&id(1), fp, OwnerToken::generate(), lease),
         Err(StoreError::Full)
     ));
+    assert!(now(store.get(&id(0))).unwrap().is_some(), "kept");
+    assert_eq!(store.evicted_count(), 0);
     // Space comes back when records go.
     assert!(now(store.delete(&id(0))).unwrap());
     assert_eq!(store.weighted_size(), 0);
@@ -109,6 +123,64 @@ fn byte_bound_refuses_claims() {
     assert!(store
         .claim_now(&id(1), fp, OwnerToken::generate(), lease)
         .is_ok());
+
+    // Bounded by entries, full of completed records: refused too.
+    let store = MemoryStore::builder()
+        .max_entries(100)
+        .when_full(WhenFull::Refuse)
+        .build();
+    for i in 0..100 {
+        complete(&store, i, response(), Duration::from_secs(60));
+    }
+    assert!(matches!(
+        store.claim_now(&id(100), fp, OwnerToken::generate(), lease),
+        Err(StoreError::Full)
+    ));
+    assert!((0..100).all(|i| now(store.get(&id(i))).unwrap().is_some()));
+    assert_eq!(store.entry_count(), 100);
+}
+
+/// By default a response that fills the byte bound is evicted to make room
+/// for the next claim, instead of locking new keys out for its TTL.
+#[test]
+fn byte_bound_evicts_completed_records() {
+    let store = MemoryStore::builder().max_bytes(10_000).build();
+    let fp = Fingerprint::of_bytes(b"x");
+    let lease = Duration::from_secs(60);
+    let big = Arc::new(StoredResponse::new(200, vec![0u8; 9_700]));
+    complete(&store, 0, big, Duration::from_secs(3600));
+    assert!(store.weighted_size() > 9_700);
+    assert_eq!(
+        store
+            .claim_now(&id(1), fp, OwnerToken::generate(), lease)
+            .unwrap(),
+        Claim::Acquired
+    );
+    assert!(now(store.get(&id(0))).unwrap().is_none(), "evicted");
+    assert_eq!(store.evicted_count(), 1);
+    assert_eq!(store.entry_count(), 1);
+    assert_eq!(store.weighted_size(), ENTRY_OVERHEAD);
+}
+
+/// A completion that takes the store past its byte bound evicts the oldest
+/// completed records until it is back within, never itself while older
+/// ones are there.
+#[test]
+fn completion_past_the_byte_bound_evicts_the_oldest() {
+    let store = MemoryStore::builder().max_bytes(10_000).build();
+    let body = || Arc::new(StoredResponse::new(200, vec![0u8; 3_000]));
+    let ttl = Duration::from_secs(3600);
+    for i in 0..3 {
+        complete(&store, i, body(), ttl);
+    }
+    assert_eq!(store.evicted_count(), 0);
+    complete(&store, 3, body(), ttl);
+    assert_eq!(store.evicted_count(), 1);
+    assert!(store.weighted_size() <= 10_000);
+    let kept: Vec<bool> = (0..4)
+        .map(|i| now(store.get(&id(i))).unwrap().is_some())
+        .collect();
+    assert_eq!(kept, [false, true, true, true]);
 }
 
 /// The background sweep reclaims expired records nobody asks for again.
@@ -152,13 +224,282 @@ fn response() -> Arc<StoredResponse> {
     Arc::new(StoredResponse::new(201, vec![b'x'; 200]))
 }
 
+/// Claims and completes record `i`.
+fn complete(store: &MemoryStore, i: usize, response: Arc<StoredResponse>, ttl: Duration) {
+    let (fp, owner) = (Fingerprint::of_bytes(b"x"), OwnerToken::generate());
+    let lease = Duration::from_secs(60);
+    assert_eq!(
+        store.claim_now(&id(i), fp, owner, lease).unwrap(),
+        Claim::Acquired,
+        "claim {i}"
+    );
+    assert!(
+        now(store.complete(&id(i), owner, fp, response, ttl)).unwrap(),
+        "completion {i}"
+    );
+}
+
+/// Records and bytes held, counted from the shards themselves; and checks
+/// that each shard's count of claims is right.
+fn recount(store: &MemoryStore) -> (u64, u64) {
+    let (mut entries, mut bytes) = (0, 0);
+    for (i, shard) in store.inner.shards.iter().enumerate() {
+        let shard = lock(shard);
+        let claims = shard.map.values().filter(|s| s.is_claim()).count();
+        assert_eq!(shard.claims as usize, claims, "claims of shard {i}");
+        entries += shard.map.len() as u64;
+        bytes += shard.map.values().map(|s| u64::from(s.weight)).sum::<u64>();
+    }
+    (entries, bytes)
+}
+
+/// Which of records `0..n` are held.
+fn held(store: &MemoryStore, n: usize) -> Vec<usize> {
+    (0..n)
+        .filter(|&i| now(store.get(&id(i))).unwrap().is_some())
+        .collect()
+}
+
+/// A full store evicts completed records in the order they completed, to
+/// within an epoch (an eighth of the bound): of 160 records, the first 40
+/// to go are among the oldest 40 + 2 × 20, and every newer one stays.
+#[test]
+fn eviction_takes_the_oldest_completed_first() {
+    let store = MemoryStore::builder().max_entries(160).build();
+    let ttl = Duration::from_secs(3600);
+    for i in 0..160 {
+        complete(&store, i, response(), ttl);
+    }
+    assert_eq!(store.evicted_count(), 0);
+    for i in 160..200 {
+        complete(&store, i, response(), ttl);
+        // A shard may give up two records of the oldest epoch at once.
+        assert_eq!(store.entry_count() + store.evicted_count(), i as u64 + 1);
+    }
+    let held = held(&store, 200);
+    let gone: Vec<usize> = (0..200).filter(|i| !held.contains(i)).collect();
+    assert_eq!(gone.len() as u64, store.evicted_count());
+    assert!((40..46).contains(&gone.len()), "{gone:?}");
+    assert!(
+        gone.iter().all(|&i| i < 80),
+        "evicted records newer than the oldest 80: {gone:?}"
+    );
+    assert!((80..200).all(|i| held.contains(&i)));
+
+    // Going on, records keep leaving in completion order: after 160 more,
+    // none of the first 160 is left and the newest 100 all are.
+    for i in 200..360 {
+        complete(&store, i, response(), ttl);
+    }
+    let held = self::held(&store, 360);
+    assert!(held.iter().all(|&i| i >= 160), "{held:?}");
+    assert!((260..360).all(|i| held.contains(&i)));
+    let entries = store.entry_count();
+    assert!((150..=160).contains(&entries));
+    assert_eq!(entries + store.evicted_count(), 360);
+    let weight = ENTRY_OVERHEAD + response().weight() as u64;
+    assert_eq!(recount(&store), (entries, entries * weight));
+}
+
+/// In-progress claims are never evicted, however old: the completed
+/// records go, and once only claims are left the store refuses.
+#[test]
+fn eviction_never_takes_a_claim() {
+    let store = MemoryStore::builder().max_entries(100).build();
+    let fp = Fingerprint::of_bytes(b"x");
+    let lease = Duration::from_secs(60);
+    // Claims (the oldest records) and completed records, interleaved.
+    for i in 0..100 {
+        if i % 2 == 0 {
+            store
+                .claim_now(&id(i), fp, OwnerToken::generate(), lease)
+                .unwrap();
+        } else {
+            complete(&store, i, response(), Duration::from_secs(3600));
+        }
+    }
+    for i in 100..150 {
+        assert_eq!(
+            store
+                .claim_now(&id(i), fp, OwnerToken::generate(), lease)
+                .unwrap(),
+            Claim::Acquired,
+            "claim {i} makes room"
+        );
+    }
+    assert_eq!(store.evicted_count(), 50);
+    for i in 150..160 {
+        assert!(
+            matches!(
+                store.claim_now(&id(i), fp, OwnerToken::generate(), lease),
+                Err(StoreError::Full)
+            ),
+            "claim {i}: only claims left"
+        );
+    }
+    for i in (0..100).step_by(2).chain(100..150) {
+        assert!(
+            matches!(
+                now(store.get(&id(i))).unwrap(),
+                Some(Record::InProgress { .. })
+            ),
+            "claim {i} kept"
+        );
+    }
+    assert_eq!(store.entry_count(), 100);
+    assert_eq!(store.evicted_count(), 50);
+    assert_eq!(recount(&store), (100, 100 * ENTRY_OVERHEAD));
+    // A claim that completes can be evicted again.
+    let owner = OwnerToken::generate();
+    assert!(now(store.release(&id(0), owner)).is_ok_and(|ok| !ok));
+    assert!(now(store.delete(&id(0))).unwrap());
+    complete(&store, 0, response(), Duration::from_secs(3600));
+    assert_eq!(
+        store
+            .claim_now(&id(150), fp, OwnerToken::generate(), lease)
+            .unwrap(),
+        Claim::Acquired
+    );
+    assert!(now(store.get(&id(0))).unwrap().is_none());
+    assert_eq!(store.evicted_count(), 51);
+}
+
+/// Under churn from two threads (claims, completions of varied sizes,
+/// releases, deletions, expiry, evictions by both bounds), the counters
+/// stay equal to what the shards hold, and the bound holds.
+#[test]
+fn counters_stay_exact_after_evictions() {
+    let store = MemoryStore::builder()
+        .max_entries(300)
+        .max_bytes(300 * 1000)
+        .build();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let store = &store;
+            s.spawn(move || {
+                let fp = Fingerprint::of_bytes(b"x");
+                for n in 0..3000 {
+                    let i = t * 100_000 + n;
+                    let owner = OwnerToken::generate();
+                    let lease = Duration::from_millis(if n % 7 == 0 { 1 } else { 60_000 });
+                    match store.claim_now(&id(i), fp, owner, lease) {
+                        Ok(Claim::Acquired) => {}
+                        Ok(other) => panic!("{i}: {other:?}"),
+                        Err(StoreError::Full) => continue,
+                        Err(e) => panic!("{i}: {e}"),
+                    }
+                    let size = [10, 200, 3_000, 20_000][n % 4];
+                    let body = Arc::new(StoredResponse::new(201, vec![b'x'; size]));
+                    let ttl = Duration::from_millis(if n % 5 == 0 { 2 } else { 60_000 });
+                    match n % 11 {
+                        // (Refused only if its 1 ms lease ran out.)
+                        0 => {
+                            let _ = now(store.release(&id(i), owner)).unwrap();
+                        }
+                        1 => {} // left in progress
+                        _ => {
+                            let _ = now(store.complete(&id(i), owner, fp, body, ttl)).unwrap();
+                        }
+                    }
+                    if n % 13 == 0 && n >= 3 {
+                        let _ = now(store.delete(&id(i - 3))).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert!(store.evicted_count() > 0);
+    assert_eq!(
+        recount(&store),
+        (store.entry_count(), store.weighted_size())
+    );
+    assert!(store.entry_count() <= 300);
+    assert!(store.weighted_size() <= 300 * 1000);
+    // After a sweep, still exact.
+    std::thread::sleep(Duration::from_millis(5));
+    sweep_all(&store, Instant::now());
+    assert_eq!(
+        recount(&store),
+        (store.entry_count(), store.weighted_size())
+    );
+}
+
+/// Evictions are reported by one warning (target `idempotent`) at most once
+/// a second with their count, never one line per record.
+#[test]
+fn evictions_are_warned_of_at_most_once_a_second() {
+    use std::sync::atomic::AtomicUsize;
+    use tracing::field::{Field, Visit};
+
+    #[derive(Default)]
+    struct Warnings {
+        count: AtomicUsize,
+        evicted: AtomicU64,
+    }
+    struct Evicted<'a>(&'a AtomicU64);
+    impl Visit for Evicted<'_> {
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "evicted" {
+                self.0.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+    impl tracing::Subscriber for &'static Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let meta = event.metadata();
+            if meta.target() == "idempotent" && *meta.level() == tracing::Level::WARN {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                event.record(&mut Evicted(&self.evicted));
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    let warnings: &'static Warnings = Box::leak(Box::default());
+    let store = MemoryStore::builder().max_entries(100).build();
+    let ttl = Duration::from_secs(3600);
+    let started = Instant::now();
+    tracing::subscriber::with_default(warnings, || {
+        for i in 0..1100 {
+            complete(&store, i, response(), ttl);
+        }
+    });
+    assert_eq!(store.evicted_count(), 1000);
+    if started.elapsed() < Duration::from_millis(900) {
+        // The first eviction is warned of at once (on this thread, unless
+        // the background sweeper's tick came in between); the rest within
+        // the same second wait for the next warning.
+        assert!(warnings.count.load(Ordering::Relaxed) <= 1);
+        let reported = store.inner.reported.load(Ordering::Relaxed);
+        assert!((1..1000).contains(&reported), "reported {reported}");
+    }
+    // A second later the rest is reported, by the next eviction or the
+    // background sweeper, in one warning with its count.
+    std::thread::sleep(Duration::from_millis(1100));
+    tracing::subscriber::with_default(warnings, || store.inner.report_evictions());
+    assert_eq!(store.inner.reported.load(Ordering::Relaxed), 1000);
+    assert!(warnings.count.load(Ordering::Relaxed) <= 2);
+}
+
 /// Abandoned claims and expired completed records are both reclaimed by
 /// the sweep, while completed and renewed records around them stay.
 #[test]
 fn sweeping_tells_claims_from_completed_records() {
     let store = MemoryStore::builder().build();
     let fp = Fingerprint::of_bytes(b"x");
-    let short = Duration::from_millis(1);
+    // Long enough that every renewal below comes in time on a busy
+    // machine; the sweep is then run as of after it.
+    let short = Duration::from_millis(200);
     let long = Duration::from_secs(3600);
     let mut renewed = Vec::new();
     for i in 0..600 {
@@ -182,8 +523,7 @@ fn sweeping_tells_claims_from_completed_records() {
         // Completed, expiring at once.
         assert!(now(store.complete(&id(i), owner, fp, response(), short)).unwrap());
     }
-    std::thread::sleep(Duration::from_millis(5));
-    sweep_all(&store, Instant::now());
+    sweep_all(&store, Instant::now() + Duration::from_millis(250));
     assert_eq!(
         store.entry_count(),
         400,
