@@ -1,20 +1,24 @@
 //! Microbenchmarks of the pieces every idempotent request goes through:
 //! key parsing, fingerprinting, record encoding, and the memory store's
-//! claim / complete / replay.
+//! claim / complete / replay, unbounded and at its bound (evicting); and,
+//! on the same workload, moka as an evicting tier of completed records
+//! (`docs/design/0003-memory-bound.md`).
 //!
 //! ```text
 //! cargo bench -p idempotent-benches --bench micro
+//! cargo bench -p idempotent-benches --bench micro -- 'memory store|moka'
 //! ```
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use idempotent_runtime::store::memory::MemoryStore;
+use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
 use idempotent_runtime::store::{Claim, Store};
 use idempotent_runtime::{
     Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse,
@@ -102,6 +106,37 @@ fn records(c: &mut Criterion) {
     g.finish();
 }
 
+/// New record ids: `bench-1`, `bench-2`, … under `prefix`.
+fn ids(prefix: &'static str) -> impl FnMut() -> RecordId {
+    let mut n = 0u64;
+    move || {
+        n += 1;
+        let key = IdempotencyKey::parse(format!("{prefix}-{n}").as_bytes()).expect("key");
+        RecordId::new("bench", None, &key)
+    }
+}
+
+/// Claims and completes `id` (a new key).
+fn claim_and_complete(
+    store: &MemoryStore,
+    id: &RecordId,
+    fingerprint: Fingerprint,
+    response: Arc<StoredResponse>,
+) {
+    let owner = OwnerToken::generate();
+    let claim = ready(store.claim(id, fingerprint, owner, LEASE));
+    assert_eq!(claim.ok(), Some(Claim::Acquired));
+    assert!(matches!(
+        ready(store.complete(id, owner, fingerprint, response, TTL)),
+        Ok(true)
+    ));
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(3600);
+/// The bound of the "at the bound" benches (entries).
+const BOUND: u64 = 100_000;
+
 fn memory_store(c: &mut Criterion) {
     let mut g = c.benchmark_group("memory store");
     let store = MemoryStore::builder()
@@ -109,19 +144,12 @@ fn memory_store(c: &mut Criterion) {
         .max_bytes(u64::MAX)
         .build();
     let fingerprint = Fingerprint::of_bytes(BODY);
-    let lease = Duration::from_secs(30);
-    let ttl = Duration::from_secs(3600);
-    let mut n = 0u64;
-    let mut next_id = || {
-        n += 1;
-        let key = IdempotencyKey::parse(format!("bench-{n}").as_bytes()).expect("key");
-        RecordId::new("bench", None, &key)
-    };
+    let mut next_id = ids("bench");
     g.bench_function("claim (new key)", |b| {
         b.iter_batched(
             &mut next_id,
             |id| {
-                let claim = ready(store.claim(&id, fingerprint, OwnerToken::generate(), lease));
+                let claim = ready(store.claim(&id, fingerprint, OwnerToken::generate(), LEASE));
                 assert_eq!(claim.ok(), Some(Claim::Acquired));
             },
             BatchSize::SmallInput,
@@ -130,41 +158,199 @@ fn memory_store(c: &mut Criterion) {
     g.bench_function("claim + complete (new key)", |b| {
         b.iter_batched(
             || (next_id(), response()),
-            |(id, response)| {
-                let owner = OwnerToken::generate();
-                let claim = ready(store.claim(&id, fingerprint, owner, lease));
-                assert_eq!(claim.ok(), Some(Claim::Acquired));
-                assert!(matches!(
-                    ready(store.complete(&id, owner, fingerprint, response, ttl)),
-                    Ok(true)
-                ));
-            },
+            |(id, response)| claim_and_complete(&store, &id, fingerprint, response),
             BatchSize::SmallInput,
         )
     });
     let replayed = next_id();
-    let owner = OwnerToken::generate();
-    assert!(matches!(
-        ready(store.claim(&replayed, fingerprint, owner, lease)),
-        Ok(Claim::Acquired)
-    ));
-    assert!(matches!(
-        ready(store.complete(&replayed, owner, fingerprint, response(), ttl)),
-        Ok(true)
-    ));
+    claim_and_complete(&store, &replayed, fingerprint, response());
     g.bench_function("replay (claim of a completed key)", |b| {
         b.iter(|| {
             let claim = ready(store.claim(
                 black_box(&replayed),
                 fingerprint,
                 OwnerToken::generate(),
-                lease,
+                LEASE,
             ));
             assert!(matches!(
                 claim,
                 Ok(Claim::Existing(Record::Completed { .. }))
             ));
         })
+    });
+
+    // Full, by default evicting: every new key makes room by evicting.
+    let full = MemoryStore::builder().max_entries(BOUND).build();
+    let mut next_id = ids("full");
+    for _ in 0..BOUND {
+        claim_and_complete(&full, &next_id(), fingerprint, response());
+    }
+    g.bench_function("claim + complete at the bound (new key, evicting)", |b| {
+        b.iter_batched(
+            || (next_id(), response()),
+            |(id, response)| claim_and_complete(&full, &id, fingerprint, response),
+            BatchSize::SmallInput,
+        )
+    });
+    // (Evictions happened only if the filter ran that row.)
+    assert!(full.entry_count() <= BOUND);
+
+    // Full, refusing (the store's only behaviour before eviction).
+    let refusing = MemoryStore::builder()
+        .max_entries(BOUND)
+        .when_full(WhenFull::Refuse)
+        .build();
+    for _ in 0..BOUND {
+        claim_and_complete(&refusing, &next_id(), fingerprint, response());
+    }
+    g.bench_function("claim at the bound (new key, refused)", |b| {
+        b.iter_batched(
+            &mut next_id,
+            |id| {
+                let claim = ready(refusing.claim(&id, fingerprint, OwnerToken::generate(), LEASE));
+                assert!(claim.is_err());
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// Hashes a `RecordId` as the memory store does (its `Hash` writes 8 bytes
+/// of a SHA-256 digest, already uniform): one seeded multiply, folded.
+#[derive(Clone)]
+struct DigestHash(u64);
+
+impl BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(self.0, 0)
+    }
+}
+
+struct DigestHasher(u64, u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        let m = u128::from(n ^ self.1) * u128::from(self.0);
+        self.1 = (m as u64) ^ ((m >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.1
+    }
+}
+
+/// A completed record as an evicting tier would keep it.
+#[derive(Clone)]
+struct Done {
+    fingerprint: Fingerprint,
+    response: Arc<StoredResponse>,
+    ttl: Duration,
+}
+
+/// Each record expires after its own handler's TTL.
+struct PerRecordTtl;
+
+impl moka::Expiry<RecordId, Done> for PerRecordTtl {
+    fn expire_after_create(&self, _: &RecordId, done: &Done, _: Instant) -> Option<Duration> {
+        Some(done.ttl)
+    }
+}
+
+type Tier = moka::sync::Cache<RecordId, Done, DigestHash>;
+
+/// A moka cache used as an evicting tier of completed records: bounded by
+/// entries, per-record expiry, LRU eviction (no TinyLFU admission, which
+/// would drop brand-new records of a full tier).
+fn tier(max_entries: u64) -> Tier {
+    moka::sync::Cache::builder()
+        .max_capacity(max_entries)
+        .expire_after(PerRecordTtl)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .build_with_hasher(DigestHash(0x9e37_79b9_7f4a_7c15))
+}
+
+fn done(response: Arc<StoredResponse>) -> Done {
+    Done {
+        fingerprint: Fingerprint::of_bytes(BODY),
+        response,
+        ttl: TTL,
+    }
+}
+
+/// The same workload as `memory store`, with moka keeping the completed
+/// records: alone (insert, get), and as a tier behind the sharded map of
+/// claims (a completion removes the claim from the map and inserts into
+/// moka; a replay misses the map and gets from moka).
+fn moka_tier(c: &mut Criterion) {
+    let mut g = c.benchmark_group("moka tier");
+    let cache = tier(u64::MAX);
+    let mut next_id = ids("moka");
+    g.bench_function("insert completed (new key)", |b| {
+        b.iter_batched(
+            || (next_id(), done(response())),
+            |(id, done)| cache.insert(id, done),
+            BatchSize::SmallInput,
+        )
+    });
+    let replayed = next_id();
+    let fingerprint = Fingerprint::of_bytes(BODY);
+    cache.insert(replayed.clone(), done(response()));
+    g.bench_function("get (replay)", |b| {
+        b.iter(|| {
+            let done = cache.get(black_box(&replayed)).expect("cached");
+            assert_eq!(done.fingerprint, fingerprint);
+            black_box(done.response);
+        })
+    });
+
+    // Claims in the sharded map, completed records in moka. A new key must
+    // miss both before it is claimed; a replay misses the map and finds
+    // the record in moka.
+    let claims = MemoryStore::builder()
+        .max_entries(u64::MAX)
+        .max_bytes(u64::MAX)
+        .build();
+    g.bench_function("claim + complete into moka (new key)", |b| {
+        b.iter_batched(
+            || (next_id(), done(response())),
+            |(id, done)| {
+                assert!(cache.get(&id).is_none());
+                let owner = OwnerToken::generate();
+                let claim = ready(claims.claim(&id, fingerprint, owner, LEASE));
+                assert_eq!(claim.ok(), Some(Claim::Acquired));
+                assert!(matches!(ready(claims.release(&id, owner)), Ok(true)));
+                cache.insert(id, done);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("replay from moka (map miss + get)", |b| {
+        b.iter(|| {
+            assert!(matches!(ready(claims.get(black_box(&replayed))), Ok(None)));
+            let done = cache.get(black_box(&replayed)).expect("cached");
+            assert_eq!(done.fingerprint, fingerprint);
+            black_box(done.response);
+        })
+    });
+
+    // At the bound: every insert evicts.
+    let full = tier(BOUND);
+    for _ in 0..BOUND {
+        full.insert(next_id(), done(response()));
+    }
+    full.run_pending_tasks();
+    g.bench_function("insert completed at the bound (new key, evicting)", |b| {
+        b.iter_batched(
+            || (next_id(), done(response())),
+            |(id, done)| full.insert(id, done),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
@@ -238,6 +424,7 @@ criterion_group!(
     fingerprinting,
     records,
     memory_store,
+    moka_tier,
     life_cycle
 );
 criterion_main!(benches);

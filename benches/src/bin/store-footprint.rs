@@ -3,13 +3,20 @@
 //! Fills a `MemoryStore` bounded at `--records` (default 1,000,000) entries
 //! with completed records of a 200-byte JSON response through the plain API
 //! (`Idempotency::run`, the same life cycle as the attribute), measuring the
-//! process's resident memory (RSS) before and after; then tries `--past`
-//! (default 200,000) more new keys, which must all be refused as
-//! `store-full`, and measures RSS again. Prints `name=value` lines.
+//! process's resident memory (RSS) before and after; then sends `--past`
+//! (default 200,000) more new keys and measures RSS again. Under the
+//! default policy (`WhenFull::EvictOldest`) each of them must be served and
+//! stored, evicting an old record, with the store staying at its bound;
+//! with `--when-full refuse` each must be refused as `store-full`. Prints
+//! `name=value` lines.
+//!
+//! ```text
+//! cargo run --release -p idempotent-benches --bin store-footprint [-- --when-full refuse]
+//! ```
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
-use idempotent_runtime::store::memory::MemoryStore;
+use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
 use idempotent_runtime::{Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse};
 
 static CONFIG: HandlerConfig = HandlerConfig::new("footprint");
@@ -37,6 +44,15 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() {
     let records = arg("--records", 1_000_000);
     let past = arg("--past", 200_000);
+    let args: Vec<String> = std::env::args().collect();
+    let refuse = args
+        .windows(2)
+        .any(|w| w[0] == "--when-full" && w[1] == "refuse");
+    let when_full = if refuse {
+        WhenFull::Refuse
+    } else {
+        WhenFull::EvictOldest
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,6 +68,7 @@ fn main() {
     let store = MemoryStore::builder()
         .max_entries(records)
         .max_bytes(u64::MAX / 2)
+        .when_full(when_full)
         .build();
     let idempotency = Idempotency::new(store.clone());
 
@@ -70,7 +87,7 @@ fn main() {
         }
     };
 
-    let (before, at_bound, after, refused) = rt.block_on(async {
+    let (before, at_bound, after, refused, stored) = rt.block_on(async {
         // Warm the allocator and runtime with one record, then measure.
         put(u64::MAX).await.expect("first record");
         let before = rss_bytes();
@@ -81,7 +98,7 @@ fn main() {
             }
         }
         let at_bound = rss_bytes();
-        let mut refused = 0u64;
+        let (mut refused, mut stored) = (0u64, 0u64);
         for i in records..records + past {
             match put(i).await {
                 Err(p) if p.kind == "store-full" => refused += 1,
@@ -89,14 +106,21 @@ fn main() {
                     eprintln!("claim past the bound: {} {}", p.status, p.detail);
                     std::process::exit(1);
                 }
-                Ok(_) => {}
+                Ok(_) => stored += 1,
             }
         }
-        (before, at_bound, rss_bytes(), refused)
+        (before, at_bound, rss_bytes(), refused, stored)
     });
-    if refused != past || store.entry_count() > records {
+    let evicted = store.evicted_count();
+    let held = store.entry_count() <= records;
+    let as_expected = match when_full {
+        WhenFull::Refuse => refused == past && evicted == 0,
+        _ => stored == past && evicted >= past,
+    };
+    if !held || !as_expected {
         eprintln!(
-            "the bound did not hold: {refused} of {past} refused, {} entries",
+            "the bound did not hold ({when_full:?}): {stored} of {past} stored, {refused} refused, \
+             {evicted} evicted, {} entries",
             store.entry_count()
         );
         std::process::exit(1);
@@ -111,8 +135,12 @@ fn main() {
         "bytes_per_record={:.1}",
         (at_bound.saturating_sub(before)) as f64 / (records - 1) as f64
     );
+    println!("when_full={when_full:?}");
     println!("past_bound_attempts={past}");
+    println!("past_bound_stored={stored}");
     println!("past_bound_refused={refused}");
+    println!("past_bound_evicted={evicted}");
+    println!("entries_after={}", store.entry_count());
     println!(
         "rss_growth_past_bound_bytes={}",
         after.saturating_sub(at_bound)
