@@ -74,7 +74,7 @@ impl PostgresServer {
     }
 
     /// A cluster of the test's own, which it may [`stop`](Self::stop) and
-    /// [`start`](Self::start) again; removed when dropped. `None` (test
+    /// [`start_again`](Self::start_again); removed when dropped. `None` (test
     /// skipped) when PostgreSQL is missing and `CI` is not `true`.
     pub fn for_test() -> Option<Arc<PostgresServer>> {
         available(Self::start(100).map(Arc::new))
