@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idempotent_runtime::store::memory::MemoryStore;
+use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
 use idempotent_runtime::store::{Claim, Store};
 use idempotent_runtime::{
     Fingerprint, Idempotency, IdempotencyKey, Limits, OwnerToken, Record, RecordId,
@@ -777,10 +777,13 @@ conformance_cases!(
         assert_eq!(executions(&tag), 2);
     }
 
-    /// A full memory store answers 503 and never evicts a live claim to make
-    /// room.
-    pub async fn store_full_is_503(env: &Env) {
-        let store = MemoryStore::builder().max_entries(3).build();
+    /// A memory store that refuses when full answers 503 and never evicts a
+    /// record to make room.
+    pub async fn refusing_store_full_is_503(env: &Env) {
+        let store = MemoryStore::builder()
+            .max_entries(3)
+            .when_full(WhenFull::Refuse)
+            .build();
         let small = env
             .sibling(AnyStore::Memory(store.clone()), Limits::default())
             .await;
@@ -819,6 +822,62 @@ conformance_cases!(
             );
         }
         assert_eq!(executions(&tag), 3);
+    }
+
+    /// The default memory store, full of completed records, evicts one to
+    /// serve a new key (no burst locks new keys out); full of running
+    /// claims, it answers 503: a claim is never evicted.
+    pub async fn default_store_full_evicts_completed_never_claims(env: &Env) {
+        let store = MemoryStore::builder().max_entries(3).build();
+        let small = env
+            .sibling(AnyStore::Memory(store.clone()), Limits::default())
+            .await;
+        let tag = unique("t");
+        let keys: Vec<_> = (0..4).map(|_| unique("k")).collect();
+        for k in &keys {
+            let r = small.post("/default").key(k).json(input(&tag)).send().await;
+            assert_eq!(r.status, 201, "a new key is served: {:?}", r.body);
+        }
+        let id = |k: &str| {
+            RecordId::new(
+                "default",
+                None,
+                &IdempotencyKey::parse(k.as_bytes()).unwrap(),
+            )
+        };
+        let mut kept = 0;
+        for k in &keys {
+            if store.get(&id(k)).await.unwrap().is_some() {
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 3, "one completed record made room");
+        assert!(store.get(&id(&keys[3])).await.unwrap().is_some());
+
+        let claims = MemoryStore::builder().max_entries(3).build();
+        let busy = env
+            .sibling(AnyStore::Memory(claims), Limits::default())
+            .await;
+        let slow = json!({"tag": tag, "delay_ms": 800});
+        let running: Vec<_> = (0..3)
+            .map(|_| {
+                busy.post("/default")
+                    .key(&unique("k"))
+                    .json(slow.clone())
+                    .spawn()
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = busy
+            .post("/default")
+            .key(&unique("k"))
+            .json(input(&tag))
+            .send()
+            .await;
+        r.assert_problem(503, "store-full");
+        for r in running {
+            assert_eq!(r.await.unwrap().status, 201, "no running claim was evicted");
+        }
     }
 
     pub async fn extractor_shapes_work(env: &Env) {

@@ -70,7 +70,10 @@ fn the_migration_is_the_file_with_the_configured_names() {
 fn the_migration_of_the_default_name_names_its_index_once() {
     for (table, index) in [
         ("idempotency_records", "\"idempotency_records_expires_at\""),
-        ("my_idempotency_records", "\"my_idempotency_records_expires_at\""),
+        (
+            "my_idempotency_records",
+            "\"my_idempotency_records_expires_at\"",
+        ),
     ] {
         let m = sql::migration(&TableName::parse(table).unwrap(), 30_000);
         assert!(
