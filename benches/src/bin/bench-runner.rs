@@ -738,7 +738,7 @@ fn run(opts: &Options) -> Result<(), String> {
     let growth = field("rss_growth_past_bound_bytes")?;
     rows.push(Row {
         workload: format!(
-            "memory store, {} more claims past its bound (all answered `store-full`)",
+            "memory store, {} more new keys past its bound (each stored, evicting the oldest)",
             thousands(field("past_bound_attempts")?)
         ),
         measured: format!("RSS grew **{:.1} MiB**", growth / 1048576.0),
