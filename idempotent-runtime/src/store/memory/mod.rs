@@ -8,7 +8,6 @@
 //! an evicting tier of the completed records alone was measured too, and
 //! costs more than this map's own eviction (`docs/design/0003-memory-bound.md`).
 
-use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,7 +17,12 @@ use std::time::{Duration, Instant};
 use super::{Claim, Store, StoreError};
 use crate::store::digest_hash::DigestHashState;
 
+mod builder;
+mod evict;
 mod shard;
+
+pub use builder::{MemoryStoreBuilder, WhenFull};
+use evict::Hand;
 
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 use shard::{at_or_before, lock, lower_epoch, lower_to, Shard, ShardMap, Slot, State};
@@ -58,33 +62,6 @@ const EPOCH_SHIFT: u32 = 32 - EPOCH_BITS;
 /// At most one eviction warning per this period, with the count since the
 /// last one.
 const WARN_EVERY_MS: u64 = 1000;
-
-/// What a [`MemoryStore`] does when a new claim would take it past its bound.
-///
-/// Whichever is chosen, an in-progress claim is never dropped to make room:
-/// that would let a duplicate run the handler while the first still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum WhenFull {
-    /// Evict completed records, oldest first, until the claim fits
-    /// (the default). A retry of an evicted key finds no record and runs the
-    /// handler again, as it would after the record's TTL. Only when nothing
-    /// but in-progress claims fills the store is the claim refused, with
-    /// [`StoreError::Full`].
-    ///
-    /// "Oldest" is approximate: completed records are ordered by epochs of
-    /// an eighth of the bound's worth of completions each, and the oldest
-    /// epoch held is evicted shard by shard. What goes is about the oldest
-    /// eighth of the store, in shard order within it.
-    #[default]
-    EvictOldest,
-    /// Never evict a live record: a claim that would pass the bound fails
-    /// with [`StoreError::Full`], which handlers answer with 503 `store-full`
-    /// and `Retry-After` (Redis's `noeviction`). Every stored response is
-    /// then kept for its whole TTL, but a burst of new keys can lock new keys
-    /// out until records expire: size the store for request rate × TTL.
-    Refuse,
-}
 
 /// An in-process store, bounded by entries and bytes.
 ///
@@ -154,125 +131,6 @@ struct Inner {
     /// full store does not sweep on every claim.
     last_full_sweep_ms: AtomicU64,
     born: Instant,
-}
-
-/// The eviction hand goes round the shards, evicting from each the
-/// completed records of epoch `upto` or earlier; once round, everything up
-/// to `upto` is gone, and `upto` moves on to the oldest epoch it saw left.
-struct Hand {
-    next: usize,
-    upto: u32,
-    /// The oldest epoch seen left in the shards visited this round.
-    seen: Option<u32>,
-    /// `completed` when a whole round found no completed record: until a
-    /// record completes, there is nothing to evict.
-    futile_at: Option<u64>,
-}
-
-/// Builds a [`MemoryStore`].
-#[derive(Debug, Clone)]
-pub struct MemoryStoreBuilder {
-    max_entries: u64,
-    max_bytes: u64,
-    when_full: WhenFull,
-}
-
-impl MemoryStoreBuilder {
-    /// The most records kept at once (default 1,000,000).
-    pub fn max_entries(mut self, n: u64) -> Self {
-        self.max_entries = n;
-        self
-    }
-
-    /// The most bytes of records kept at once (default 512 MiB).
-    pub fn max_bytes(mut self, n: u64) -> Self {
-        self.max_bytes = n;
-        self
-    }
-
-    /// What a claim that would pass the bound does (default
-    /// [`WhenFull::EvictOldest`]).
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use std::time::Duration;
-    ///
-    /// use idempotent_runtime::store::memory::{MemoryStore, WhenFull};
-    /// use idempotent_runtime::store::{Claim, Store, StoreError};
-    /// use idempotent_runtime::{Fingerprint, IdempotencyKey, OwnerToken, RecordId, StoredResponse};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), StoreError> {
-    /// let id = |key: &str| RecordId::new("pay", None, &IdempotencyKey::parse(key.as_bytes()).unwrap());
-    /// let fingerprint = Fingerprint::of_bytes(b"request");
-    /// let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(3600));
-    /// let response = Arc::new(StoredResponse::new(201, &b"{}"[..]));
-    ///
-    /// for when_full in [WhenFull::EvictOldest, WhenFull::Refuse] {
-    ///     let store = MemoryStore::builder().max_entries(1).when_full(when_full).build();
-    ///     let owner = OwnerToken::generate();
-    ///     assert_eq!(store.claim(&id("a"), fingerprint, owner, lease).await?, Claim::Acquired);
-    ///     assert!(store.complete(&id("a"), owner, fingerprint, response.clone(), ttl).await?);
-    ///
-    ///     let b = store.claim(&id("b"), fingerprint, OwnerToken::generate(), lease).await;
-    ///     if when_full == WhenFull::EvictOldest {
-    ///         // "a" was evicted to make room: a retry of "a" would run again.
-    ///         assert_eq!(b?, Claim::Acquired);
-    ///         assert!(store.get(&id("a")).await?.is_none());
-    ///         assert_eq!(store.evicted_count(), 1);
-    ///         // "b" is in progress and never evicted: with nothing completed
-    ///         // left to evict, a new key is refused.
-    ///         let c = store.claim(&id("c"), fingerprint, OwnerToken::generate(), lease).await;
-    ///         assert!(matches!(c, Err(StoreError::Full)));
-    ///     } else {
-    ///         // "a" is kept for its whole TTL; "b" is refused (503 store-full).
-    ///         assert!(matches!(b, Err(StoreError::Full)));
-    ///         assert!(store.get(&id("a")).await?.is_some());
-    ///     }
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn when_full(mut self, policy: WhenFull) -> Self {
-        self.when_full = policy;
-        self
-    }
-
-    /// Builds the store.
-    pub fn build(self) -> MemoryStore {
-        let map_hasher = DigestHashState::new();
-        let inner = Arc::new(Inner {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Shard(Mutex::new(ShardMap::new(HashMap::with_hasher(
-                        map_hasher.clone(),
-                    ))))
-                })
-                .collect(),
-            hasher: DigestHashState::new(),
-            entries: AtomicI64::new(0),
-            bytes: AtomicI64::new(0),
-            max_entries: self.max_entries,
-            max_bytes: self.max_bytes,
-            when_full: self.when_full,
-            completed: AtomicU64::new(0),
-            units_per_entry: STORE_UNITS / self.max_entries.max(1),
-            units_per_byte: (STORE_UNITS << 16) / self.max_bytes.max(1),
-            hand: Mutex::new(Hand {
-                next: 0,
-                upto: 0,
-                seen: None,
-                futile_at: None,
-            }),
-            evicted: AtomicU64::new(0),
-            reported: AtomicU64::new(0),
-            last_warning_ms: AtomicU64::new(0),
-            last_full_sweep_ms: AtomicU64::new(0),
-            born: Instant::now(),
-        });
-        spawn_sweeper(Arc::downgrade(&inner));
-        MemoryStore { inner }
-    }
 }
 
 /// Sweeps every shard once per [`SWEEP_CYCLE`] until the store is dropped,
@@ -447,109 +305,12 @@ impl Inner {
         }
         evicted
     }
-
-    /// Evicts completed records, oldest epoch first, until `enough` holds.
-    /// Returns whether it does: false when no completed record is left.
-    fn evict_until(&self, enough: impl Fn(&Self) -> bool) -> bool {
-        let mut hand = self.hand.lock().unwrap_or_else(|e| e.into_inner());
-        if enough(self) {
-            return true;
-        }
-        let completed = self.completed.load(Ordering::Relaxed);
-        if hand.futile_at == Some(completed) {
-            return false;
-        }
-        let now = Instant::now();
-        let mut evicted = 0;
-        // Two rounds find any completed record there is: the first may only
-        // learn which epoch is the oldest left.
-        let mut enough_now = false;
-        for _ in 0..3 * SHARDS {
-            if enough(self) {
-                enough_now = true;
-                break;
-            }
-            let upto = hand.upto;
-            {
-                let mut shard = lock(&self.shards[hand.next]);
-                if shard.may_hold_done_upto(upto) || shard.may_hold_expired(now) {
-                    evicted += self.scan(&mut shard, now, Some(upto));
-                }
-                if let Some(oldest) = shard.oldest_done {
-                    lower_epoch(&mut hand.seen, oldest);
-                }
-            }
-            hand.next = (hand.next + 1) % SHARDS;
-            if hand.next == 0 {
-                // Round done: nothing of epoch `upto` or earlier is left
-                // (but what completed behind the hand in epoch `upto`).
-                let newest = self.epoch();
-                let next = match hand.seen.take() {
-                    None => {
-                        if !enough(self) {
-                            hand.futile_at = Some(completed);
-                            hand.upto = newest;
-                            break;
-                        }
-                        newest
-                    }
-                    Some(seen) if at_or_before(seen, upto) => upto.wrapping_add(1),
-                    Some(seen) => seen,
-                };
-                hand.upto = if at_or_before(next, newest) {
-                    next
-                } else {
-                    newest
-                };
-            }
-        }
-        drop(hand);
-        if evicted > 0 {
-            self.evicted.fetch_add(evicted, Ordering::Relaxed);
-            self.report_evictions();
-        }
-        enough_now || enough(self)
-    }
-
-    /// Warns of the evictions not yet reported, at most once per
-    /// [`WARN_EVERY_MS`].
-    fn report_evictions(&self) {
-        let evicted = self.evicted.load(Ordering::Relaxed);
-        if evicted == self.reported.load(Ordering::Relaxed) {
-            return;
-        }
-        let now_ms = self.ms_since_born();
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        if (last != 0 && now_ms.saturating_sub(last) < WARN_EVERY_MS)
-            || self
-                .last_warning_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let count = evicted.saturating_sub(self.reported.swap(evicted, Ordering::Relaxed));
-        tracing::warn!(
-            target: "idempotent",
-            evicted = count,
-            evicted_total = evicted,
-            entries = self.entry_count(),
-            max_entries = self.max_entries,
-            bytes = self.weighted_size(),
-            max_bytes = self.max_bytes,
-            "memory store full: evicted {count} completed records, oldest first; a retry of an evicted key runs its handler again (raise max_entries or max_bytes to keep records for their whole ttl)"
-        );
-    }
 }
 
 impl MemoryStore {
     /// A builder with the default bounds and [`WhenFull::EvictOldest`].
     pub fn builder() -> MemoryStoreBuilder {
-        MemoryStoreBuilder {
-            max_entries: DEFAULT_MAX_ENTRIES,
-            max_bytes: DEFAULT_MAX_BYTES,
-            when_full: WhenFull::default(),
-        }
+        MemoryStoreBuilder::new()
     }
 
     /// Records held (expired ones are counted until they are swept).
