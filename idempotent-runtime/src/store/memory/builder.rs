@@ -23,7 +23,7 @@ pub enum WhenFull {
     /// (the default). A retry of an evicted key finds no record and runs the
     /// handler again, as it would after the record's TTL. Only when nothing
     /// but in-progress claims fills the store is the claim refused, with
-    /// [`StoreError::Full`].
+    /// [`StoreError::Full`](crate::store::StoreError::Full).
     ///
     /// "Oldest" is approximate: completed records are ordered by epochs of
     /// an eighth of the bound's worth of completions each, and the oldest
@@ -32,7 +32,7 @@ pub enum WhenFull {
     #[default]
     EvictOldest,
     /// Never evict a live record: a claim that would pass the bound fails
-    /// with [`StoreError::Full`], which handlers answer with 503 `store-full`
+    /// with [`StoreError::Full`](crate::store::StoreError::Full), which handlers answer with 503 `store-full`
     /// and `Retry-After` (Redis's `noeviction`). Every stored response is
     /// then kept for its whole TTL, but a burst of new keys can lock new keys
     /// out until records expire: size the store for request rate × TTL.
