@@ -444,7 +444,8 @@ fn state_of(ty: &Type) -> Option<&Type> {
     }
 }
 
-/// actix-web: the handler takes the request and the payload; the runtime
+/// actix-web: the handler takes the request (typed by the spec, so that
+/// `handler_config` reads the options from the handler) and the payload; the runtime
 /// reads the key, buffers the body, then extracts the user's arguments (in
 /// order, over the buffered body, through an impl written here) and runs the
 /// handler.
@@ -510,7 +511,7 @@ fn actix(spec: &syn::Ident, inner_name: &syn::Ident, types: &[&Type], ret: &Retu
     };
     let span = ret.span;
     let call = quote_spanned! {span=>
-        let #respond_req = ::core::clone::Clone::clone(&#req);
+        let #respond_req = ::core::clone::Clone::clone(#p::Request::http(&#req));
         #p::run::<#spec, #arguments, _, _, _>(
             #req,
             #payload,
@@ -520,7 +521,7 @@ fn actix(spec: &syn::Ident, inner_name: &syn::Ident, types: &[&Type], ret: &Retu
     };
     Generated {
         outer_args: quote! {
-            #req: #p::HttpRequest,
+            #req: #p::Request<#spec>,
             #payload: #p::Payload
         },
         outer_ret: quote! { #p::HttpResponse },

@@ -41,6 +41,7 @@
 //! `missing-key` on actix and the extractor's rejection on axum.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -389,10 +390,42 @@ pub mod __private {
     pub use actix_web::web::Payload;
     pub use actix_web::{HttpRequest, HttpResponse};
 
+    /// The request, as the first argument of a generated handler: it is
+    /// `HttpRequest`'s own extraction (a clone of the request), typed by the
+    /// handler's spec `C`, so that the handler's signature carries its
+    /// options (for [`handler_config`](crate::handler_config)).
+    pub struct Request<C>(HttpRequest, PhantomData<fn() -> C>);
+
+    impl<C> Request<C> {
+        /// The request itself.
+        pub fn http(&self) -> &HttpRequest {
+            &self.0
+        }
+    }
+
+    impl<C> FromRequest for Request<C> {
+        type Error = actix_web::Error;
+        type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+        fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+            std::future::ready(Ok(Request(req.clone(), PhantomData)))
+        }
+    }
+
+    impl<F, Fut, C> crate::AttributeHandler<(Request<C>, Payload)> for F
+    where
+        F: FnOnce(Request<C>, Payload) -> Fut,
+        C: crate::__private::HandlerSpec,
+    {
+        fn config() -> &'static HandlerConfig {
+            C::config()
+        }
+    }
+
     /// Runs the user's extractors `A` (a tuple, in order, over the buffered
     /// body) and handler through the life cycle.
     pub async fn run<C, A, F, Fut, R>(
-        req: HttpRequest,
+        Request(req, _): Request<C>,
         payload: Payload,
         handler: F,
     ) -> HttpResponse

@@ -213,45 +213,12 @@ where
     }
 }
 
-/// The options of an `#[idempotent]` axum handler, read from the handler
-/// function itself: for what is documented or observed about it (the
-/// `openapi` feature's [`document`](crate::openapi::document), say), with
-/// the same [`HandlerConfig`] the attribute built.
-///
-/// ```
-/// use axum::Json;
-/// use idempotent_runtime::axum::{handler_config, idempotent};
-///
-/// #[idempotent(scope = "orders", required = false)]
-/// async fn create_order(Json(order): Json<serde_json::Value>) -> Json<serde_json::Value> {
-///     Json(order)
-/// }
-///
-/// let config = handler_config(create_order);
-/// assert_eq!(config.scope(), "orders");
-/// assert_eq!(config.header_name(), "idempotency-key");
-/// ```
-pub fn handler_config<H, M>(handler: H) -> &'static HandlerConfig
-where
-    H: AttributeHandler<M>,
-{
-    let _ = handler;
-    H::config()
-}
-
-/// Implemented by the functions `#[idempotent]` makes of axum handlers (for
-/// [`handler_config`]); `M` tells their arguments apart.
-pub trait AttributeHandler<M> {
-    /// The handler's options.
-    fn config() -> &'static HandlerConfig;
-}
-
 /// The attribute's function takes the handler's leading arguments unchanged
 /// and its last one wrapped in `Extract<spec, last>`: the spec type has the
 /// options.
 macro_rules! attribute_handler {
     ($($arg:ident),*) => {
-        impl<F, Fut, C, E, $($arg,)*> AttributeHandler<($($arg,)* __private::Extract<C, E>,)> for F
+        impl<F, Fut, C, E, $($arg,)*> crate::AttributeHandler<($($arg,)* __private::Extract<C, E>,)> for F
         where
             F: FnOnce($($arg,)* __private::Extract<C, E>) -> Fut,
             C: crate::__private::HandlerSpec,

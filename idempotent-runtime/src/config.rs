@@ -327,6 +327,67 @@ impl Default for Limits {
     }
 }
 
+/// The options `#[idempotent]` gave a handler, read from the handler itself:
+/// for registering it in an OpenAPI document, or for a middleware form that
+/// should behave like it.
+///
+/// Works for the attribute's handlers on both frameworks; anything else is a
+/// compile error naming [`AttributeHandler`].
+///
+/// ```
+/// # #[cfg(feature = "axum")] {
+/// use axum::Json;
+/// use idempotent_runtime::axum::idempotent;
+/// use idempotent_runtime::handler_config;
+///
+/// #[idempotent(scope = "orders", required = false)]
+/// async fn create_order(Json(order): Json<serde_json::Value>) -> Json<serde_json::Value> {
+///     Json(order)
+/// }
+///
+/// let config = handler_config(create_order);
+/// assert_eq!(config.scope(), "orders");
+/// assert_eq!(config.header_name(), "idempotency-key");
+/// # }
+/// ```
+///
+/// The same on actix-web:
+///
+/// ```
+/// # #[cfg(feature = "actix")] {
+/// use actix_web::{web, HttpResponse};
+/// use idempotent_runtime::actix::idempotent;
+/// use idempotent_runtime::handler_config;
+///
+/// #[idempotent(scope = "refunds", ttl = "1h")]
+/// async fn create_refund(refund: web::Json<serde_json::Value>) -> HttpResponse {
+///     HttpResponse::Created().json(refund.into_inner())
+/// }
+///
+/// assert_eq!(handler_config(create_refund).scope(), "refunds");
+/// # }
+/// ```
+pub fn handler_config<H, M>(handler: H) -> &'static HandlerConfig
+where
+    H: AttributeHandler<M>,
+{
+    let _ = handler;
+    H::config()
+}
+
+/// Implemented by the functions `#[idempotent]` generates, on either
+/// framework (for [`handler_config`]); `M` tells their signatures apart.
+/// Not meant to be implemented by hand.
+#[diagnostic::on_unimplemented(
+    message = "`handler_config` needs a handler marked `#[idempotent]`",
+    label = "not marked `#[idempotent]`",
+    note = "`handler_config` reads the options of an `#[idempotent]` handler; for a middleware form, use the `HandlerConfig` you gave it"
+)]
+pub trait AttributeHandler<M> {
+    /// The handler's options.
+    fn config() -> &'static HandlerConfig;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,8 +68,8 @@ pub mod actix;
 pub mod axum;
 
 pub use config::{
-    CachePolicy, HandlerConfig, Limits, OnConflict, Principal, RequestHead, RetryInviting,
-    DEFAULT_WAIT, MIN_LEASE,
+    handler_config, AttributeHandler, CachePolicy, HandlerConfig, Limits, OnConflict, Principal,
+    RequestHead, RetryInviting, DEFAULT_WAIT, MIN_LEASE,
 };
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
@@ -124,7 +124,7 @@ pub mod __private {
     /// The actix-web side of generated handlers.
     #[cfg(feature = "actix")]
     pub mod actix {
-        pub use crate::actix::__private::{run, HttpRequest, HttpResponse, Payload};
+        pub use crate::actix::__private::{run, HttpRequest, HttpResponse, Payload, Request};
         pub use crate::checks::actix::{
             ActixExtractor, ActixResponse, Arguments, ExtractFuture, ExtractResult, Extracted,
         };

@@ -24,12 +24,13 @@
 //! Which options apply is read from the handler's [`HandlerConfig`]: for a
 //! middleware form ([`IdempotentRoutesLayer`](crate::axum::IdempotentRoutesLayer),
 //! [`IdempotentRoutes`](crate::actix::IdempotentRoutes)) and the plain API,
-//! the `static` it was given; for an `#[idempotent]` axum handler,
-//! [`handler_config(create_payment)`](crate::axum::handler_config).
+//! the `static` it was given; for an `#[idempotent]` handler (axum or
+//! actix-web), [`handler_config(create_payment)`](crate::handler_config).
 //!
 //! ```
 //! use axum::{http::StatusCode, Json};
-//! use idempotent_runtime::axum::{handler_config, idempotent};
+//! use idempotent_runtime::axum::idempotent;
+//! use idempotent_runtime::handler_config;
 //! use idempotent_runtime::openapi::{document, HttpMethod};
 //! use idempotent_runtime::HandlerConfig;
 //! use utoipa::OpenApi;

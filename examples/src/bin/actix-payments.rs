@@ -36,7 +36,7 @@ use idempotent_examples::{
     Options, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
 use idempotent_runtime::actix::idempotent;
-use idempotent_runtime::{HandlerConfig, Idempotency};
+use idempotent_runtime::{handler_config, Idempotency};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Creates a payment; runs at most once per `Idempotency-Key`. With
@@ -111,13 +111,6 @@ async fn ready(req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// The options `#[idempotent]` gave `create_payment`, through the type the
-/// attribute generates for them (axum reads them from the handler itself,
-/// `handler_config(create_payment)`; actix-web handlers do not carry them).
-fn create_payment_config() -> &'static HandlerConfig {
-    <__idempotent_spec_create_payment as idempotent_runtime::__private::HandlerSpec>::config()
-}
-
 fn main() {
     let program = "actix-payments";
     let opts = Options::from_args(program).unwrap_or_else(|e| {
@@ -132,7 +125,7 @@ fn main() {
         let (idempotency, payments) = opts.backends().await.map_err(|e| (2, e))?;
         let payments = web::Data::new(payments);
         let prometheus = web::Data::new(observability::install_prometheus().map_err(|e| (1, e))?);
-        let document = observability::openapi_document(create_payment_config())
+        let document = observability::openapi_document(handler_config(create_payment))
             .to_pretty_json()
             .map_err(|e| (1, e.to_string()))?;
         let document = web::Data::new(OpenApiJson(document));

@@ -47,7 +47,8 @@ use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
     Options, Payment, Payments, PaymentsTx, DRAIN_DEADLINE,
 };
-use idempotent_runtime::axum::{handler_config, idempotent, IdempotencyLayer};
+use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+use idempotent_runtime::handler_config;
 use idempotent_runtime::Idempotency;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};

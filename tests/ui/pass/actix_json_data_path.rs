@@ -19,6 +19,10 @@ async fn create_payment(
 }
 
 fn main() {
+    // The options are readable from the handler (for OpenAPI registration).
+    let config = idempotent_runtime::handler_config(create_payment);
+    assert_eq!(config.scope(), "payments");
+    assert_eq!(config.header_name(), "idempotency-key");
     let _app = App::new()
         .app_data(web::Data::new(Db))
         .route("/accounts/{account}/payments", web::post().to(create_payment));
