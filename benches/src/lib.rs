@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod chart;
 pub mod client;
+pub mod pg;
+pub mod pg_stats;
 pub mod redis_stats;
 pub mod report;
 

@@ -10,15 +10,19 @@
 //! What it does, in order (details in `BENCHMARKS.md`):
 //! 1. installs what is missing (`wrk`, `redis-server`, a font) from Debian's
 //!    packages, builds `bench-server` and `store-footprint`, starts its own
-//!    `redis-server` on a free port;
+//!    `redis-server` and PostgreSQL cluster (with `pg_stat_statements`) on
+//!    free ports;
 //! 2. per framework, starts `bench-server` and runs groups of routes in
 //!    alternation (A B A B …: one warm-up round discarded, then `--rounds`
 //!    rounds) with `wrk`, a fresh `Idempotency-Key` per request or one fixed
 //!    key (replay), and the Redis `INFO commandstats` delta of each run;
-//! 3. counts the commands each Redis route sends per request (`MONITOR`);
+//! 3. counts the commands each Redis route sends per request (`MONITOR`),
+//!    and the statements each Postgres route executes (`pg_stat_statements`,
+//!    on the runner's own PostgreSQL cluster);
 //! 4. measures latency at a fixed rate of half `/bare`'s peak;
 //! 5. runs `store-footprint` (memory store at 1 million records);
-//! 6. runs the criterion microbenches (`benches/benches/micro.rs`);
+//! 6. runs the criterion microbenches (`benches/benches/micro.rs`), the
+//!    life-cycle rows twice: without and with the runtime's `metrics` feature;
 //! 7. prints the tables and writes them, the machine and the chart into
 //!    `BENCHMARKS.md` and `benches/results/ratios.png`.
 
@@ -31,6 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use idempotent_benches::client::{fixed_rate, Connection};
+use idempotent_benches::pg_stats::Database;
 use idempotent_benches::redis_stats::{delta, RedisServer};
 use idempotent_benches::report::{median, pair_ratios, range, table, thousands, Row};
 use idempotent_benches::{chart, ORDER_JSON};
@@ -126,6 +131,9 @@ fn install_tools() -> Result<(), String> {
     if !has("taskset") {
         missing.push("util-linux");
     }
+    if !has("initdb") && !Path::new("/usr/lib/postgresql").exists() {
+        missing.push("postgresql");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -168,7 +176,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, framework: &str, redis_url: &str, pin: bool) -> Result<Server, String> {
+    fn start(
+        bin: &Path,
+        framework: &str,
+        redis_url: &str,
+        database_url: &str,
+        pin: bool,
+    ) -> Result<Server, String> {
         let mut cmd = if pin {
             let mut c = Command::new("taskset");
             c.args(["-c", SERVER_CPU]).arg(bin);
@@ -178,6 +192,7 @@ impl Server {
         };
         let mut child = cmd
             .args(["--framework", framework, "--redis-url", redis_url])
+            .args(["--database-url", database_url])
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start bench-server: {e}"))?;
@@ -261,6 +276,7 @@ struct Bench<'a> {
     opts: &'a Options,
     rt: tokio::runtime::Runtime,
     redis: RedisServer,
+    database: Database,
     script: PathBuf,
     run_id: String,
 }
@@ -448,10 +464,30 @@ async fn count_commands(
     }
     let file = std::env::temp_dir().join(format!("{}-monitor.txt", bench.run_id));
     let monitor = bench.redis.monitor(&file).map_err(|e| e.to_string())?;
+    send(&mut conn, path, keys, &fixed, n).await?;
+    let seen = monitor.finish().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&file);
+    let per = |m: BTreeMap<String, u64>| {
+        m.into_iter()
+            .map(|(c, k)| (c, k as f64 / n as f64))
+            .collect()
+    };
+    Ok((per(seen.from_clients), per(seen.from_scripts)))
+}
+
+/// Sends `n` requests to `path` one after the other, each with a new key
+/// (`{key}-{i}`) or all with `key`, and checks each got 201.
+async fn send(
+    conn: &mut Connection,
+    path: &str,
+    keys: Keys,
+    key: &str,
+    n: usize,
+) -> Result<(), String> {
     for i in 0..n {
         let key = match keys {
-            Keys::Fresh => format!("{}-{framework}-count-{path}-{i}", bench.run_id),
-            Keys::Replay => fixed.clone(),
+            Keys::Fresh => format!("{key}-{i}"),
+            Keys::Replay => key.to_owned(),
         };
         let a = conn
             .post(path, Some(&key), ORDER_JSON)
@@ -465,14 +501,35 @@ async fn count_commands(
             ));
         }
     }
-    let seen = monitor.finish().map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&file);
-    let per = |m: BTreeMap<String, u64>| {
-        m.into_iter()
-            .map(|(c, k)| (c, k as f64 / n as f64))
-            .collect()
-    };
-    Ok((per(seen.from_clients), per(seen.from_scripts)))
+    Ok(())
+}
+
+/// Counts, with `pg_stat_statements`, the statements that `n` requests to
+/// `path` make PostgreSQL execute, per request.
+async fn count_statements(
+    bench: &Bench<'_>,
+    server: &Server,
+    framework: &str,
+    path: &str,
+    keys: Keys,
+    n: usize,
+) -> Result<BTreeMap<String, f64>, String> {
+    let mut conn = Connection::open(&server.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let fixed = format!("{}-{framework}-pgcount-{path}", bench.run_id);
+    if keys == Keys::Replay {
+        send(&mut conn, path, Keys::Replay, &fixed, 1).await?;
+    }
+    bench.database.reset().await?;
+    send(&mut conn, path, keys, &fixed, n).await?;
+    Ok(bench
+        .database
+        .statements()
+        .await?
+        .into_iter()
+        .map(|(s, calls)| (s, calls as f64 / n as f64))
+        .collect())
 }
 
 fn total(per: &BTreeMap<String, f64>) -> f64 {
@@ -502,13 +559,22 @@ fn run(opts: &Options) -> Result<(), String> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let database = rt.block_on(Database::start())?;
+    if opts.pin {
+        // Like Redis, on the load CPU; backends forked later inherit it.
+        for pid in rt.block_on(database.pids())? {
+            sh("taskset", &["-cp", LOAD_CPU, &pid.to_string()])?;
+        }
+    }
     let bench = Bench {
         opts,
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?,
+        rt,
         redis,
+        database,
         script,
         run_id,
     };
@@ -529,6 +595,7 @@ fn run(opts: &Options) -> Result<(), String> {
             &bin_dir.join("bench-server"),
             framework,
             &bench.redis.url(),
+            bench.database.url(),
             opts.pin,
         )?;
 
@@ -657,6 +724,72 @@ fn run(opts: &Options) -> Result<(), String> {
             ratio: None,
         });
 
+        // PostgreSQL: a handler writing one row in its transaction, bare and
+        // through `Tx` (the record commits in that transaction); replays
+        // against a handler running one query.
+        let pg_fresh = bench.alternate(
+            &server,
+            framework,
+            "pf",
+            &[fresh("/bare-pg"), fresh("/idempotent-pg")],
+        )?;
+        rows.push(ratio_row(
+            format!(
+                "{framework}, Postgres store, fresh, a handler inserting one row in a \
+                 transaction: `/idempotent-pg` (through `Tx`) ÷ `/bare-pg`"
+            ),
+            &pg_fresh[0].0,
+            &pg_fresh[1].0,
+            0.80,
+        ));
+        let pg_replay = bench.alternate(
+            &server,
+            framework,
+            "pr",
+            &[replay("/query-pg"), replay("/idempotent-pg")],
+        )?;
+        rows.push(ratio_row(
+            format!(
+                "{framework}, Postgres store, replay: `/idempotent-pg` ÷ `/query-pg` \
+                 (a handler running one query)"
+            ),
+            &pg_replay[0].0,
+            &pg_replay[1].0,
+            0.90,
+        ));
+        let statements = |path, keys| {
+            rt.block_on(count_statements(
+                &bench, &server, framework, path, keys, 1000,
+            ))
+        };
+        let ours = statements("/idempotent-pg", Keys::Fresh)?;
+        let bare = statements("/bare-pg", Keys::Fresh)?;
+        rows.push(Row {
+            workload: format!(
+                "{framework}, Postgres store, fresh: statements per request (`pg_stat_statements`)"
+            ),
+            measured: format!(
+                "**{:.2}** ({}); `/bare-pg`: {:.2} ({})",
+                total(&ours),
+                commands(&ours),
+                total(&bare),
+                commands(&bare)
+            ),
+            target: "≤ `/bare-pg` + 2".into(),
+            // A statement of the store's background work (a sweep) may fall
+            // into the 1000 requests: 0.001 per request.
+            met: Some(total(&ours) - total(&bare) <= 2.005),
+            ratio: None,
+        });
+        let replayed = statements("/idempotent-pg", Keys::Replay)?;
+        rows.push(Row {
+            workload: format!("{framework}, Postgres store, replay: statements per request"),
+            measured: format!("**{:.2}** ({})", total(&replayed), commands(&replayed)),
+            target: "1".into(),
+            met: Some(total(&replayed) <= 1.005),
+            ratio: None,
+        });
+
         // Latency at a fixed rate: half of /bare's peak (fresh keys).
         let peak = median(&memory_fresh[0].0.iter().map(|r| r.rps).collect::<Vec<_>>());
         let rate = (peak / 2.0).floor();
@@ -761,30 +894,44 @@ fn run(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the criterion microbenches and returns their medians as a table.
+/// Runs the criterion microbenches and returns their medians as a table:
+/// all of them, then the life-cycle rows again in a build with the runtime's
+/// `metrics` feature on (it is compiled in or out, so it takes a second
+/// build), so that what metrics cost reads next to the rows without them.
 fn microbenches() -> Result<String, String> {
     eprintln!("microbenches (criterion):");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = sh(
-        &cargo,
-        &[
+    let mut rows = String::from("| microbench | median (criterion, 95% interval) |\n|---|---|\n");
+    for (features, filter) in [(None, None), (Some("metrics"), Some("life cycle"))] {
+        let mut args = vec![
             "bench",
             "-q",
             "-p",
             "idempotent-benches",
             "--bench",
             "micro",
+        ];
+        if let Some(features) = features {
+            args.extend(["--features", features]);
+        }
+        args.extend([
             "--",
             "--warm-up-time",
             "1",
             "--measurement-time",
             "3",
             "--noplot",
-        ],
-    )?;
-    // Criterion prints `name  time: [low median high]`, the name sometimes
-    // on the line before.
-    let mut rows = String::from("| microbench | median (criterion, 95% interval) |\n|---|---|\n");
+        ]);
+        args.extend(filter);
+        criterion_rows(&sh(&cargo, &args)?, &mut rows);
+    }
+    eprint!("{rows}");
+    Ok(rows)
+}
+
+/// Appends criterion's `name  time: [low median high]` lines (the name
+/// sometimes on the line before) to `rows`.
+fn criterion_rows(out: &str, rows: &mut String) {
     let mut name = String::new();
     for line in out.lines() {
         let (before, after) = match line.split_once("time:") {
@@ -806,8 +953,6 @@ fn microbenches() -> Result<String, String> {
             ));
         }
     }
-    eprint!("{rows}");
-    Ok(rows)
 }
 
 fn redis_pid(redis: &RedisServer) -> Result<String, String> {

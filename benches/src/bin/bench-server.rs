@@ -11,8 +11,17 @@
 //! | `/idempotent-redis-cached` | `#[idempotent]`, Redis store with the in-process replay cache |
 //! | `/floor-redis` | hand-written: one `SET NX GET PX` before, one `SET PX` after |
 //!
+//! With `--database-url`, three more (see `idempotent_benches::pg`):
+//!
+//! | route | what runs |
+//! |---|---|
+//! | `/bare-pg` | begin, insert one row, commit; no attribute |
+//! | `/idempotent-pg` | `#[idempotent]` on the Postgres store, the same insert through `Tx` |
+//! | `/query-pg` | one primary-key `SELECT`; no attribute |
+//!
 //! ```text
 //! bench-server --framework axum|actix [--listen 127.0.0.1:0] [--redis-url redis://127.0.0.1:6379]
+//!     [--database-url postgres://…]
 //! ```
 //!
 //! Prints `listening on ADDR` once it accepts connections.
@@ -21,6 +30,7 @@
 
 use std::time::Duration;
 
+use idempotent_benches::pg::Postgres;
 use idempotent_benches::{create, floor_claim, floor_complete, Order, FLOOR_IN_PROGRESS};
 use idempotent_runtime::store::memory::MemoryStore;
 use idempotent_runtime::store::redis::RedisStore;
@@ -30,6 +40,7 @@ struct Options {
     framework: String,
     listen: String,
     redis_url: String,
+    database_url: String,
 }
 
 fn options() -> Result<Options, String> {
@@ -37,6 +48,7 @@ fn options() -> Result<Options, String> {
         framework: String::new(),
         listen: "127.0.0.1:0".into(),
         redis_url: "redis://127.0.0.1:6379".into(),
+        database_url: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -44,6 +56,7 @@ fn options() -> Result<Options, String> {
             "--framework" => &mut o.framework,
             "--listen" => &mut o.listen,
             "--redis-url" => &mut o.redis_url,
+            "--database-url" => &mut o.database_url,
             other => return Err(format!("unknown argument `{other}`")),
         };
         *slot = args
@@ -52,7 +65,9 @@ fn options() -> Result<Options, String> {
     }
     if o.framework != "axum" && o.framework != "actix" {
         return Err(
-            "usage: bench-server --framework axum|actix [--listen ADDR] [--redis-url URL]".into(),
+            "usage: bench-server --framework axum|actix [--listen ADDR] [--redis-url URL] \
+             [--database-url URL]"
+                .into(),
         );
     }
     Ok(o)
@@ -65,9 +80,11 @@ struct Backends {
     redis: Idempotency,
     redis_cached: Idempotency,
     floor: redis::aio::ConnectionManager,
+    /// With `--database-url`.
+    postgres: Option<Postgres>,
 }
 
-async fn backends(redis_url: &str) -> Result<Backends, String> {
+async fn backends(redis_url: &str, database_url: &str) -> Result<Backends, String> {
     // Big enough that no fresh-key run reaches the bound (a full store
     // answers 503, which the runner would report as errors).
     let memory = MemoryStore::builder()
@@ -90,6 +107,10 @@ async fn backends(redis_url: &str) -> Result<Backends, String> {
             .await?,
         ),
         floor,
+        postgres: match database_url {
+            "" => None,
+            url => Some(idempotent_benches::pg::connect(url).await?),
+        },
     })
 }
 
@@ -133,7 +154,10 @@ mod on_axum {
     use axum::response::{IntoResponse, Response};
     use axum::routing::post;
     use axum::{Json, Router};
+    use idempotent_benches::pg;
     use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+    use idempotent_runtime::tx::Tx;
+    use sqlx::PgPool;
 
     use super::{create, Backends, Order};
 
@@ -169,8 +193,32 @@ mod on_axum {
             .into_response()
     }
 
+    /// 201 with the created order, or 500.
+    fn created(result: Result<idempotent_benches::Created, sqlx::Error>) -> Response {
+        match result {
+            Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+
+    async fn bare_pg(State(pool): State<PgPool>, Json(order): Json<Order>) -> Response {
+        created(pg::insert_in_transaction(&pool, order).await)
+    }
+
+    async fn query_pg(State(pool): State<PgPool>) -> Response {
+        created(pg::query_one(&pool).await)
+    }
+
+    #[idempotent(scope = "bench-pg")]
+    async fn idempotent_pg(mut tx: Tx, Json(order): Json<Order>) -> Response {
+        match tx.connection().await {
+            Ok(conn) => created(pg::insert(conn, order).await),
+            Err(e) => created(Err(e)),
+        }
+    }
+
     pub(super) async fn serve(listen: &str, b: Backends) -> Result<(), String> {
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/bare", post(bare))
             .route(
                 "/idempotent",
@@ -190,6 +238,18 @@ mod on_axum {
             )
             .route("/floor-redis", post(floor))
             .with_state(b.floor);
+        if let Some(postgres) = b.postgres {
+            app = app.merge(
+                Router::new()
+                    .route("/bare-pg", post(bare_pg))
+                    .route("/query-pg", post(query_pg))
+                    .route(
+                        "/idempotent-pg",
+                        post(idempotent_pg).layer(IdempotencyLayer::new(postgres.idempotency)),
+                    )
+                    .with_state(postgres.pool),
+            );
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -205,7 +265,10 @@ mod on_axum {
 mod on_actix {
     use actix_web::http::StatusCode;
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use idempotent_benches::pg;
     use idempotent_runtime::actix::idempotent;
+    use idempotent_runtime::tx::Tx;
+    use sqlx::PgPool;
 
     use super::{create, Backends, Order};
 
@@ -241,11 +304,36 @@ mod on_actix {
         .body(body)
     }
 
+    /// 201 with the created order, or 500.
+    fn created(result: Result<idempotent_benches::Created, sqlx::Error>) -> HttpResponse {
+        match result {
+            Ok(created) => HttpResponse::Created().json(created),
+            Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        }
+    }
+
+    async fn bare_pg(pool: web::Data<PgPool>, order: web::Json<Order>) -> HttpResponse {
+        created(pg::insert_in_transaction(&pool, order.into_inner()).await)
+    }
+
+    async fn query_pg(pool: web::Data<PgPool>) -> HttpResponse {
+        created(pg::query_one(&pool).await)
+    }
+
+    #[idempotent(scope = "bench-pg")]
+    async fn idempotent_pg(mut tx: Tx, order: web::Json<Order>) -> HttpResponse {
+        match tx.connection().await {
+            Ok(conn) => created(pg::insert(conn, order.into_inner()).await),
+            Err(e) => created(Err(e)),
+        }
+    }
+
     pub(super) async fn serve(listen: &str, b: Backends) -> Result<(), String> {
         let floor_conn = web::Data::new(b.floor);
         let (memory, redis, redis_cached) = (b.memory, b.redis, b.redis_cached);
+        let postgres = b.postgres.map(|p| (web::Data::new(p.pool), p.idempotency));
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(floor_conn.clone())
                 .route("/bare", web::post().to(bare))
                 .service(
@@ -268,7 +356,19 @@ mod on_actix {
                         .app_data(redis_cached.clone())
                         .route(web::post().to(idempotent_handler)),
                 )
-                .route("/floor-redis", web::post().to(floor))
+                .route("/floor-redis", web::post().to(floor));
+            match &postgres {
+                None => app,
+                Some((pool, idempotency)) => app
+                    .app_data(pool.clone())
+                    .route("/bare-pg", web::post().to(bare_pg))
+                    .route("/query-pg", web::post().to(query_pg))
+                    .service(
+                        web::resource("/idempotent-pg")
+                            .app_data(idempotency.clone())
+                            .route(web::post().to(idempotent_pg)),
+                    ),
+            }
         })
         .shutdown_signal(super::shutdown())
         .bind(listen)
@@ -304,13 +404,13 @@ fn main() {
             .map_err(|e| e.to_string())
             .and_then(|rt| {
                 rt.block_on(async {
-                    let b = backends(&opts.redis_url).await?;
+                    let b = backends(&opts.redis_url, &opts.database_url).await?;
                     on_axum::serve(&opts.listen, b).await
                 })
             })
     } else {
         actix_web::rt::System::new().block_on(async {
-            let b = backends(&opts.redis_url).await?;
+            let b = backends(&opts.redis_url, &opts.database_url).await?;
             on_actix::serve(&opts.listen, b).await
         })
     };
