@@ -488,8 +488,17 @@ fn actix(spec: &syn::Ident, inner_name: &syn::Ident, types: &[&Type], ret: &Retu
             call_args.set_span(last);
             quote! { let #arg = #extract #call_args; }
         });
+        // The arguments are extracted through a type of their own, as
+        // private as an item can be: its impl names the user's argument
+        // types, which may be less visible than the handler and its spec (a
+        // `pub` handler of a private `NewPayment`; E0446 on the spec).
+        let args_ty = format_ident!("{}_args", spec);
         let items = quote! {
-            impl #p::Arguments for #spec {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #args_ty;
+
+            impl #p::Arguments for #args_ty {
                 type Values = (#(#types,)*);
                 fn extract(
                     #extract_req: &#p::HttpRequest,
@@ -504,7 +513,7 @@ fn actix(spec: &syn::Ident, inner_name: &syn::Ident, types: &[&Type], ret: &Retu
             }
         };
         (
-            quote! { #p::Extracted<#spec> },
+            quote! { #p::Extracted<#args_ty> },
             quote! { #p::Extracted((#(#args,)*)) },
             items,
         )
@@ -839,11 +848,14 @@ mod tests {
             "async fn h(p: web::Path<u32>, j: web::Json<T>) -> HttpResponse { todo!() }",
             Framework::Actix,
         );
-        assert!(out.contains("impl :: idempotent_runtime :: __private :: actix :: Arguments for __idempotent_spec_h { type Values = (web :: Path < u32 > , web :: Json < T > ,) ;"), "{out}");
+        // On a private type of their own, never on the spec, whose
+        // visibility is the handler's.
+        assert!(out.contains("struct __idempotent_spec_h_args ;"), "{out}");
+        assert!(out.contains("impl :: idempotent_runtime :: __private :: actix :: Arguments for __idempotent_spec_h_args { type Values = (web :: Path < u32 > , web :: Json < T > ,) ;"), "{out}");
         let check = out.find("< web :: Json < T > as :: idempotent_runtime :: __private :: actix :: ActixExtractor > :: check").unwrap();
         let extract = out.find("< web :: Json < T > as :: idempotent_runtime :: __private :: actix :: ActixExtractor > :: extract").unwrap();
         assert!(check < extract, "every check before the extractions");
-        assert!(out.contains("run :: < __idempotent_spec_h , :: idempotent_runtime :: __private :: actix :: Extracted < __idempotent_spec_h > , _ , _ , _ >"), "{out}");
+        assert!(out.contains("run :: < __idempotent_spec_h , :: idempotent_runtime :: __private :: actix :: Extracted < __idempotent_spec_h_args > , _ , _ , _ >"), "{out}");
         // No arguments: nothing to extract.
         let out = expanded_with(
             "",
