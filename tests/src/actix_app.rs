@@ -87,6 +87,11 @@ async fn success_only(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
 }
 
+#[idempotent(scope = "store-retry-inviting", retry_inviting = "store")]
+async fn store_retry_inviting(input: web::Json<Input>) -> HttpResponse {
+    respond(behave(input.into_inner()).await)
+}
+
 #[idempotent(scope = "non-server-error", cache = "non_server_error")]
 async fn non_server_error(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
@@ -201,6 +206,7 @@ async fn layered_list() -> &'static str {
 }
 
 static LAYERED: HandlerConfig = HandlerConfig::new("layered");
+static LAYERED_ALL: HandlerConfig = HandlerConfig::new("layered-all");
 
 fn app(
     idempotency: Idempotency,
@@ -223,6 +229,10 @@ fn app(
         .route("/wait-short", web::post().to(wait_short))
         .route("/success-only", web::post().to(success_only))
         .route("/non-server-error", web::post().to(non_server_error))
+        .route(
+            "/store-retry-inviting",
+            web::post().to(store_retry_inviting),
+        )
         .route("/optional", web::post().to(optional))
         .route("/custom", web::post().to(custom))
         .route("/principal", web::post().to(principal_header))
@@ -236,6 +246,12 @@ fn app(
         .service(
             web::scope("/layered")
                 .wrap(IdempotentRoutes::new(&LAYERED))
+                .route("/pay", web::post().to(layered))
+                .route("/pay", web::get().to(layered_list)),
+        )
+        .service(
+            web::scope("/layered-all")
+                .wrap(IdempotentRoutes::new(&LAYERED_ALL).include_safe_methods(true))
                 .route("/pay", web::post().to(layered))
                 .route("/pay", web::get().to(layered_list)),
         )

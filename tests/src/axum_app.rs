@@ -80,6 +80,11 @@ async fn success_only(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
 }
 
+#[idempotent(scope = "store-retry-inviting", retry_inviting = "store")]
+async fn store_retry_inviting(Json(input): Json<Input>) -> Response {
+    respond(behave(input).await)
+}
+
 #[idempotent(scope = "non-server-error", cache = "non_server_error")]
 async fn non_server_error(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
@@ -195,6 +200,8 @@ async fn layered_list() -> &'static str {
 
 static LAYERED: idempotent_runtime::HandlerConfig =
     idempotent_runtime::HandlerConfig::new("layered");
+static LAYERED_ALL: idempotent_runtime::HandlerConfig =
+    idempotent_runtime::HandlerConfig::new("layered-all");
 
 fn router() -> Router {
     Router::new()
@@ -205,6 +212,7 @@ fn router() -> Router {
         .route("/wait-short", post(wait_short))
         .route("/success-only", post(success_only))
         .route("/non-server-error", post(non_server_error))
+        .route("/store-retry-inviting", post(store_retry_inviting))
         .route("/optional", post(optional))
         .route("/custom", post(custom))
         .route("/principal", post(principal_header))
@@ -225,6 +233,15 @@ fn router() -> Router {
                 .route_layer(idempotent_runtime::axum::IdempotentRoutesLayer::new(
                     &LAYERED,
                 )),
+        )
+        .nest(
+            "/layered-all",
+            Router::new()
+                .route("/pay", post(layered).get(layered_list))
+                .route_layer(
+                    idempotent_runtime::axum::IdempotentRoutesLayer::new(&LAYERED_ALL)
+                        .include_safe_methods(true),
+                ),
         )
         .with_state("things")
 }

@@ -1060,6 +1060,22 @@ conformance_cases!(
         assert!(!again.replayed());
     }
 
+    /// With `include_safe_methods(true)`, the middleware puts safe methods
+    /// through the life cycle too: a key is required and the answer replays.
+    pub async fn safe_methods_can_be_included(env: &Env) {
+        env.get("/layered-all/pay")
+            .send()
+            .await
+            .assert_problem(400, "missing-key");
+        let key = unique("k");
+        let first = env.get("/layered-all/pay").key(&key).send().await;
+        assert_eq!(first.status, 200, "{:?}", first.body);
+        assert!(!first.replayed());
+        let again = env.get("/layered-all/pay").key(&key).send().await;
+        assert!(again.replayed(), "{} {:?}", again.status, again.body);
+        assert_eq!(&again.body[..], b"listed");
+    }
+
     /// A percent-encoded spelling of the same path is the same request: the
     /// retry replays rather than answering 422.
     pub async fn percent_encoded_path_is_the_same_request(env: &Env) {
@@ -1100,6 +1116,30 @@ conformance_cases!(
             assert!(!retry.replayed());
             assert_eq!(executions(&tag), 2, "status {status}");
         }
+    }
+
+    /// `retry_inviting = "store"` keeps a retry-inviting answer like any
+    /// other: the retry gets the stored 503, and the handler ran once.
+    pub async fn retry_inviting_answers_can_be_stored(env: &Env) {
+        let (tag, key) = (unique("t"), unique("k"));
+        let body = json!({"tag": tag, "status": 503});
+        let first = env
+            .post("/store-retry-inviting")
+            .key(&key)
+            .json(body.clone())
+            .send()
+            .await;
+        assert_eq!(first.status, 503);
+        let retry = env
+            .post("/store-retry-inviting")
+            .key(&key)
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(retry.status, 503);
+        assert!(retry.replayed());
+        assert_eq!(retry.body, first.body);
+        assert_eq!(executions(&tag), 1);
     }
 
     /// A declared `Content-Length` over the limit is refused (413) before any

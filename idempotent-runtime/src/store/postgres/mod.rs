@@ -11,7 +11,7 @@
 //!
 //! | operation | statement |
 //! |---|---|
-//! | claim | `INSERT … ON CONFLICT DO UPDATE … WHERE` the row expired, and the live row read back in the same statement (again, with a new snapshot, when a competing claim committed after this statement's snapshot) |
+//! | claim | `INSERT … ON CONFLICT DO UPDATE … WHERE` the row expired (skipped, taking no lock, when a live row is visible), and the live row read back in the same statement (again, with a new snapshot, when a competing claim committed after this statement's snapshot) |
 //! | renew | `UPDATE … WHERE owner = $3 AND expires_at > now()` |
 //! | complete | `INSERT … ON CONFLICT DO UPDATE … WHERE owner = $3 OR` the row expired |
 //! | release / delete | the row made expired, `WHERE owner = $3` for release |

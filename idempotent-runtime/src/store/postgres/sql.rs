@@ -148,10 +148,19 @@ impl Statements {
             // claim (it checks the newest row) but the SELECT does not, and
             // no row comes back. The store then runs the statement again,
             // with a new snapshot.
+            //
+            // The INSERT is skipped when the snapshot already shows a live
+            // row (a replay, or a duplicate of a running claim): ON CONFLICT
+            // DO UPDATE locks the conflicting row even when its WHERE fails,
+            // which made every replay a row lock (a write) and made
+            // concurrent replays of one key queue behind each other.
             claim: format!(
                 "WITH claimed AS (
                    INSERT INTO {t} AS r (scope, digest, owner, record, expires_at)
-                   VALUES ($1, $2, $3, $4, {lease})
+                   SELECT $1, $2, $3, $4, {lease}
+                    WHERE NOT EXISTS (
+                      SELECT 1 FROM {t} l
+                       WHERE l.scope = $1 AND l.digest = $2 AND l.expires_at > now())
                    ON CONFLICT (scope, digest) DO UPDATE
                      SET owner = EXCLUDED.owner, record = EXCLUDED.record,
                          expires_at = EXCLUDED.expires_at
