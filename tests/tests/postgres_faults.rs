@@ -44,18 +44,14 @@ fn is_503(e: &StoreError) -> bool {
 /// Posts until the answer is neither 503 nor 409, for at most `limit`.
 async fn until_served(
     env: &Env,
+    path: &str,
     key: &str,
     body: serde_json::Value,
     limit: Duration,
 ) -> idempotent_tests::Resp {
     let until = Instant::now() + limit;
     loop {
-        let r = env
-            .post("/default")
-            .key(key)
-            .json(body.clone())
-            .send()
-            .await;
+        let r = env.post(path).key(key).json(body.clone()).send().await;
         if (r.status != 503 && r.status != 409) || Instant::now() >= until {
             return r;
         }
@@ -132,7 +128,14 @@ async fn database_down_then_back<A: Adapter>() {
 
     server.start_again();
     let key = unique("k");
-    let r = until_served(&env, &key, body.clone(), Duration::from_secs(10)).await;
+    let r = until_served(
+        &env,
+        "/default",
+        &key,
+        body.clone(),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(r.status, 201, "service back within 10 s of the database");
     assert!(env
         .post("/default")
@@ -196,11 +199,79 @@ async fn restart_with_handlers_in_flight<A: Adapter>() {
         answers.push(r);
     }
     for ((k, t), first) in keys.iter().zip(&answers) {
-        let r = until_served(&env, k, body(t), Duration::from_secs(15)).await;
+        let r = until_served(&env, "/default", k, body(t), Duration::from_secs(15)).await;
         assert!(r.replayed(), "{k}: {} {:?}", r.status, r.body);
         assert_eq!(r.body, first.body);
         assert_eq!(executions(t), 1, "{k} ran once");
     }
+}
+
+/// The same with handlers writing through `Tx`: their transactions die with
+/// their connections, so no first attempt commits a write without its
+/// record. Whatever the first clients were answered, every key ends with
+/// exactly one committed write, which its retries replay.
+async fn restart_with_tx_handlers_in_flight<A: Adapter>() {
+    let Some(server) = PostgresServer::for_test() else {
+        return;
+    };
+    let store = postgres_store(&server, |b| {
+        b.statement_timeout(STATEMENT).acquire_timeout(ACQUIRE)
+    })
+    .await;
+    let pool = PgPool::connect(server.url()).await.expect("connect");
+    sqlx::query("CREATE TABLE tx_writes (tag text NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create tx_writes");
+    let env = Env::start::<A>(AnyStore::postgres(store, server.clone())).await;
+    let keys: Vec<(String, String)> = (0..4).map(|_| (unique("k"), unique("t"))).collect();
+    let body = |tag: &str| json!({"tag": tag, "delay_ms": 1500});
+    let first: Vec<_> = keys
+        .iter()
+        .map(|(k, t)| env.post("/tx").key(k).json(body(t)).spawn())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again();
+
+    let mut answers = Vec::new();
+    for h in first {
+        answers.push(h.await.unwrap());
+    }
+    for ((k, t), first) in keys.iter().zip(&answers) {
+        let served = until_served(&env, "/tx", k, body(t), Duration::from_secs(15)).await;
+        assert_eq!(served.status, 201, "{k}: {:?}", served.body);
+        let again = env.post("/tx").key(k).json(body(t)).send().await;
+        assert!(again.replayed(), "{k}: {} {:?}", again.status, again.body);
+        assert_eq!(again.body, served.body);
+        if first.status == 201 {
+            assert_eq!(
+                first.body, served.body,
+                "{k}: the first answer is the stored one"
+            );
+        }
+        let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
+            .bind(t)
+            .fetch_one(&pool)
+            .await
+            .expect("count rows");
+        assert_eq!(
+            committed, 1,
+            "{k}: one committed write (first answer {})",
+            first.status
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_tx_handlers_in_flight_axum() {
+    restart_with_tx_handlers_in_flight::<Axum>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_tx_handlers_in_flight_actix() {
+    restart_with_tx_handlers_in_flight::<Actix>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +333,7 @@ async fn full_pool_is_503_not_a_hang() {
     assert_eq!(executions(&tag), 1);
 
     drop(held);
-    let r = until_served(&env, &unique("k"), body, Duration::from_secs(5)).await;
+    let r = until_served(&env, "/default", &unique("k"), body, Duration::from_secs(5)).await;
     assert_eq!(r.status, 201);
 }
 

@@ -1,8 +1,8 @@
 //! The transactional guarantee of the Postgres store, through real HTTP on
 //! both adapters: a handler writing through `Tx` commits its writes with its
-//! stored response, and only then. Not stored (a retry-inviting answer), a
-//! panic, a response over the storage limit, a claim lost to another owner:
-//! nothing of the attempt remains.
+//! stored response, and only then. Not stored (a retry-inviting answer,
+//! `Cache-Control: no-store`), a panic, a response over the storage limit,
+//! a claim lost to another owner: nothing of the attempt remains.
 
 use std::time::Duration;
 
@@ -92,6 +92,20 @@ async fn unstored_attempts_leave_nothing<A: Adapter>() {
         rows(&pool, &tag).await,
         0,
         "a 503 is not stored: rolled back"
+    );
+
+    let (tag, key) = (unique("t"), unique("k"));
+    let uncached = env
+        .post("/tx")
+        .key(&key)
+        .json(json!({"tag": tag, "no_store": true}))
+        .send()
+        .await;
+    assert_eq!(uncached.status, 201, "{:?}", uncached.body);
+    assert_eq!(
+        rows(&pool, &tag).await,
+        0,
+        "`Cache-Control: no-store` is not stored: rolled back"
     );
 
     let (tag, key) = (unique("t"), unique("k"));
