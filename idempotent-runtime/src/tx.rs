@@ -18,7 +18,10 @@
 //! The transaction begins on the handler's first statement, which is always
 //! after the key was claimed: a duplicate waiting for the claim holds no
 //! pooled connection. `Tx` gives no way to commit or roll back: the runtime
-//! resolves it after the handler returns.
+//! resolves it after the handler returns. (It is an executor, so SQL text
+//! such as `COMMIT` or `ROLLBACK` sent through it would still reach the
+//! server and end the transaction early, outside the guarantee; use
+//! `SAVEPOINT`s for partial rollbacks instead.)
 //!
 //! A request without a key (`required = false`) runs without idempotency;
 //! its transaction commits if the handler answers below 400 and rolls back
