@@ -1,8 +1,11 @@
 //! Metrics (feature `metrics`), through the [`metrics`](https://docs.rs/metrics)
 //! facade: whichever exporter the application installs (Prometheus,
-//! StatsD, OpenTelemetry, …) receives them. Without an installed recorder
-//! they cost a few nanoseconds a request; without the feature, nothing
-//! (the calls are not compiled in).
+//! StatsD, OpenTelemetry, …) receives them. Without the feature they cost
+//! nothing (the calls are not compiled in). With it, measured by the
+//! criterion rows in `BENCHMARKS.md` (the life cycle alone, memory store):
+//! about 0.3 µs per executed request and 0.1 µs per replay with no recorder
+//! installed (the metric keys are built all the same), about 1 µs and
+//! 0.3 µs with the Prometheus recorder.
 //!
 //! | name | type | labels | what |
 //! |---|---|---|---|

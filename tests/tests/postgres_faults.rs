@@ -6,6 +6,7 @@
 //! none ever runs a key twice; service comes back without rebuilding the
 //! store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use idempotent_runtime::store::postgres::PostgresStore;
@@ -28,6 +29,18 @@ const ACQUIRE: Duration = Duration::from_millis(400);
 /// What a failing operation may take at most: both bounds, and slack for a
 /// loaded machine.
 const FAILS_WITHIN: Duration = Duration::from_secs(3);
+
+/// A server of adapter `A` on a cluster of the test's own (which it may stop),
+/// over a store with the short bounds; the store too, for direct calls.
+async fn short_bounds<A: Adapter>() -> Option<(Arc<PostgresServer>, PostgresStore, Env)> {
+    let server = PostgresServer::for_test()?;
+    let store = postgres_store(&server, |b| {
+        b.statement_timeout(STATEMENT).acquire_timeout(ACQUIRE)
+    })
+    .await;
+    let env = Env::start::<A>(AnyStore::postgres(store.clone(), server.clone())).await;
+    Some((server, store, env))
+}
 
 fn id(key: &str) -> RecordId {
     RecordId::new(
@@ -63,14 +76,9 @@ async fn until_served(
 /// store operations fail the same way; it starts again: service comes back
 /// on the same store, nothing rebuilt.
 async fn database_down_then_back<A: Adapter>() {
-    let Some(server) = PostgresServer::for_test() else {
+    let Some((server, store, env)) = short_bounds::<A>().await else {
         return;
     };
-    let store = postgres_store(&server, |b| {
-        b.statement_timeout(STATEMENT).acquire_timeout(ACQUIRE)
-    })
-    .await;
-    let env = Env::start::<A>(AnyStore::postgres(store.clone(), server.clone())).await;
     let tag = unique("t");
     let body = json!({"tag": tag});
     let r = env
@@ -162,14 +170,9 @@ async fn database_down_then_back_actix() {
 /// back; duplicates meanwhile are refused (409 or 503), never run; every
 /// key ran exactly once and is replayed afterwards.
 async fn restart_with_handlers_in_flight<A: Adapter>() {
-    let Some(server) = PostgresServer::for_test() else {
+    let Some((server, _, env)) = short_bounds::<A>().await else {
         return;
     };
-    let store = postgres_store(&server, |b| {
-        b.statement_timeout(STATEMENT).acquire_timeout(ACQUIRE)
-    })
-    .await;
-    let env = Env::start::<A>(AnyStore::postgres(store, server.clone())).await;
     let keys: Vec<(String, String)> = (0..4).map(|_| (unique("k"), unique("t"))).collect();
     let body = |tag: &str| json!({"tag": tag, "delay_ms": 1500});
     let first: Vec<_> = keys
@@ -211,19 +214,14 @@ async fn restart_with_handlers_in_flight<A: Adapter>() {
 /// record. Whatever the first clients were answered, every key ends with
 /// exactly one committed write, which its retries replay.
 async fn restart_with_tx_handlers_in_flight<A: Adapter>() {
-    let Some(server) = PostgresServer::for_test() else {
+    let Some((server, _, env)) = short_bounds::<A>().await else {
         return;
     };
-    let store = postgres_store(&server, |b| {
-        b.statement_timeout(STATEMENT).acquire_timeout(ACQUIRE)
-    })
-    .await;
     let pool = PgPool::connect(server.url()).await.expect("connect");
     sqlx::query("CREATE TABLE tx_writes (tag text NOT NULL)")
         .execute(&pool)
         .await
         .expect("create tx_writes");
-    let env = Env::start::<A>(AnyStore::postgres(store, server.clone())).await;
     let keys: Vec<(String, String)> = (0..4).map(|_| (unique("k"), unique("t"))).collect();
     let body = |tag: &str| json!({"tag": tag, "delay_ms": 1500});
     let first: Vec<_> = keys
