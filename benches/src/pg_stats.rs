@@ -74,8 +74,9 @@ impl Database {
         execute(&self.pool, "SELECT pg_stat_statements_reset()").await
     }
 
-    /// Statements executed since the last [`reset`](Self::reset), by
-    /// [label](label), the counting's own queries left out. Top-level
+    /// Statements executed since the last [`reset`](Self::reset), by a short
+    /// name (the store's statements by what they do, the handlers' by their
+    /// first words), the counting's own queries left out. Top-level
     /// statements only (the default `pg_stat_statements.track`), `BEGIN`
     /// and `COMMIT` included (`track_utility`).
     pub async fn statements(&self) -> Result<BTreeMap<String, u64>, String> {
