@@ -7,7 +7,8 @@
 //! `contract_cases!(...)` invocation of its file, and that same invocation
 //! hands every name it defines to the suite macro (see `suite_cases!`). A
 //! case that exists runs; a `pub async fn` written outside the invocation
-//! fails the suite's `every_case_is_in_the_suite` test.
+//! fails the suite's `every_case_is_in_the_suite` test, and so does a file
+//! of conformance cases the suite macro does not list.
 //!
 //! Adapters implement [`Adapter`]: they serve the same test app (the routes in
 //! [`behaviour`]) over real HTTP on a loopback port.
@@ -51,10 +52,11 @@ macro_rules! suite_cases {
     };
 }
 
-/// The cases of the conformance suite ([`cases`]).
+/// The cases of one file of the conformance suite ([`cases`]), listed by
+/// the hidden macro `$list`.
 macro_rules! conformance_cases {
-    ($($cases:tt)*) => {
-        suite_cases!(($) __conformance_case_list => conformance_suite; $($cases)*);
+    ($list:ident; $($cases:tt)*) => {
+        suite_cases!(($) $list => conformance_suite; $($cases)*);
     };
 }
 
@@ -360,22 +362,34 @@ pub fn assert_every_case_is_listed(file: &str, source: &str, names: &[&str]) {
 
 /// Declares the conformance suite for one adapter and one store: one
 /// `#[tokio::test]` per case of [`cases`], every case defined there (the
-/// list comes from the `conformance_cases!` invocation that defines them).
+/// lists come from the `conformance_cases!` invocation of each of its
+/// files).
 #[macro_export]
 macro_rules! conformance_suite {
     ($adapter:ty, $store:ty) => {
-        $crate::__conformance_case_list!($adapter, $store);
+        $crate::__conformance_cases_requests!($adapter, $store, requests);
+        $crate::__conformance_cases_storing!($adapter, $store, storing);
+        $crate::__conformance_cases_failures!($adapter, $store, failures);
+        $crate::__conformance_cases_shapes!($adapter, $store, shapes);
 
         #[test]
         fn every_case_is_in_the_suite() {
-            $crate::assert_every_case_is_listed(
-                "tests/src/cases.rs",
-                $crate::cases::SOURCE,
-                $crate::cases::NAMES,
-            );
+            use $crate::cases::{failures, requests, shapes, storing};
+            for (file, source, names) in [
+                ("tests/src/cases/requests.rs", requests::SOURCE, requests::NAMES),
+                ("tests/src/cases/storing.rs", storing::SOURCE, storing::NAMES),
+                ("tests/src/cases/failures.rs", failures::SOURCE, failures::NAMES),
+                ("tests/src/cases/shapes.rs", shapes::SOURCE, shapes::NAMES),
+            ] {
+                $crate::assert_every_case_is_listed(file, source, names);
+            }
+            let files = ::std::fs::read_dir(::std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cases"))
+                .expect("tests/src/cases")
+                .count();
+            assert_eq!(files, 5, "a file of cases that the suite does not run");
         }
     };
-    (@cases $adapter:ty, $store:ty; $($case:ident),* $(,)?) => {
+    (@cases $adapter:ty, $store:ty, $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
@@ -383,7 +397,7 @@ macro_rules! conformance_suite {
                     return;
                 };
                 let env = $crate::Env::start::<$adapter>(store).await;
-                $crate::cases::$case(&env).await;
+                $crate::cases::$module::$case(&env).await;
             }
         )*
     };
