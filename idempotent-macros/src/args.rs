@@ -1,102 +1,393 @@
-//! Parsing `#[idempotent(key = value, ...)]` into one struct, every argument
-//! kept with its span so later errors point at the right token.
+//! Parsing `#[idempotent(name = value, ...)]`.
+//!
+//! One table, [`ARGUMENTS`], says everything about an argument: its name,
+//! what its value is, an example, the values it accepts, which doors take it,
+//! its default and what it means. The parse below, the examples in error
+//! messages and the attribute reference (`doc/arguments.md`, checked against
+//! the table by a test) all read it. Adding an argument is a row here, its
+//! rule in `valid.rs` and its setter in the expansion.
+//!
+//! This module imports nothing from the rest of the crate: the others import
+//! it.
 
 use proc_macro2::Span;
 use syn::parse::discouraged::Speculative;
-use syn::parse::{Parse, ParseStream};
+use syn::parse::ParseStream;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token, Type};
 
-pub(crate) const ARGUMENTS: &[&str] = &[
-    "header",
-    "ttl",
-    "scope",
-    "required",
-    "lease",
-    "on_conflict",
-    "wait",
-    "cache",
-    "retry_inviting",
-    "replay_header",
-    "principal",
-    "state",
-];
-
-/// A value with the span of its keyword (for "specified more than once") and
-/// of itself (for "invalid value").
-pub(crate) struct WithSpan<T> {
-    pub(crate) value: T,
-    pub(crate) span: Span,
+/// What the attribute is on, and so which arguments it takes and what it
+/// generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Door {
+    /// An axum 0.8 handler.
+    Axum,
+    /// An actix-web 4 handler.
+    Actix,
+    /// Any `async fn` returning `Result`: the key is an expression.
+    Function,
+    /// A unary method of a tonic service.
+    Tonic,
 }
 
-pub(crate) enum PrincipalArg {
-    Header(LitStr),
-    Function(Path),
-}
+impl Door {
+    /// Every door, in the order of the reference's columns.
+    pub(crate) const ALL: [Door; 4] = [Door::Axum, Door::Actix, Door::Function, Door::Tonic];
 
-#[derive(Default)]
-pub(crate) struct Args {
-    pub(crate) header: Option<LitStr>,
-    pub(crate) ttl: Option<LitStr>,
-    pub(crate) scope: Option<LitStr>,
-    pub(crate) required: Option<LitBool>,
-    pub(crate) lease: Option<LitStr>,
-    pub(crate) on_conflict: Option<LitStr>,
-    pub(crate) wait: Option<LitStr>,
-    pub(crate) cache: Option<LitStr>,
-    pub(crate) retry_inviting: Option<LitStr>,
-    pub(crate) replay_header: Option<LitStr>,
-    pub(crate) principal: Option<WithSpan<PrincipalArg>>,
-    /// The axum state the arguments are checked with, and its keyword (where
-    /// `state` on an actix-web handler is reported).
-    pub(crate) state: Option<(Ident, Type)>,
-    /// Problems found while parsing; parsing goes on so all are reported.
-    pub(crate) errors: Vec<syn::Error>,
-}
+    /// What the attribute is on, for messages: "axum handlers".
+    pub(crate) fn items(self) -> &'static str {
+        match self {
+            Door::Axum => "axum handlers",
+            Door::Actix => "actix-web handlers",
+            Door::Function => "functions",
+            Door::Tonic => "tonic methods",
+        }
+    }
 
-impl Parse for Args {
-    /// On a syntax error, fails with it and with every error found before
-    /// it: what follows cannot be read, so the rules between arguments are
-    /// not checked.
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut args = Args::default();
-        match args.parse_all(input) {
-            Ok(()) => Ok(args),
-            Err(syntax) => {
-                let mut errors = std::mem::take(&mut args.errors);
-                errors.push(syntax);
-                let mut all = errors.remove(0);
-                for e in errors {
-                    all.combine(e);
-                }
-                Err(all)
-            }
+    /// The column title in the reference.
+    #[cfg(test)]
+    fn column(self) -> &'static str {
+        match self {
+            Door::Axum => "axum",
+            Door::Actix => "actix-web",
+            Door::Function => "fn",
+            Door::Tonic => "tonic",
         }
     }
 }
 
+/// What an argument's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A string literal.
+    Str,
+    /// `true` or `false`.
+    Bool,
+    /// A header name (a string literal) or the path of a function.
+    StrOrPath,
+    /// Any expression.
+    Expr,
+    /// A type.
+    Type,
+}
+
+/// One row of the table.
+pub(crate) struct Argument {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    /// A value, as written: in "as in `ttl = "24h"`" and in the reference.
+    pub(crate) example: &'static str,
+    /// For a string with a fixed set of values: the values.
+    pub(crate) values: &'static [&'static str],
+    /// What the value must be, for "`x` expects …" when it is of the wrong
+    /// kind; empty: derived from `kind`, `example` and `values`.
+    pub(crate) expects: &'static str,
+    /// The doors that take it.
+    pub(crate) doors: &'static [Door],
+    /// The default, for the reference.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) default: &'static str,
+    /// What it does, for the reference.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) meaning: &'static str,
+}
+
+const HTTP_AND_TONIC: &[Door] = &[Door::Axum, Door::Actix, Door::Tonic];
+const ALL: &[Door] = &Door::ALL;
+
+/// Every argument of `#[idempotent]`.
+pub(crate) const ARGUMENTS: &[Argument] = &[
+    Argument {
+        name: "header",
+        kind: Kind::Str,
+        example: "\"Idempotency-Key\"",
+        values: &[],
+        expects: "",
+        doors: HTTP_AND_TONIC,
+        default: "`\"Idempotency-Key\"`",
+        meaning: "the request header (tonic: metadata key) carrying the key; a valid header name",
+    },
+    Argument {
+        name: "key",
+        kind: Kind::Expr,
+        example: "order.id",
+        values: &[],
+        expects: "",
+        doors: &[Door::Function, Door::Tonic],
+        default: "functions: required; tonic: the `header`",
+        meaning: "the key, as an expression over the arguments (`order.id`, `format!(\"{}:{}\", m.tenant, m.id)`, `request.get_ref().request_id`): a string, bytes or an integer, checked as keys are",
+    },
+    Argument {
+        name: "ttl",
+        kind: Kind::Str,
+        example: "\"24h\"",
+        values: &[],
+        expects: "",
+        doors: ALL,
+        default: "`\"24h\"`",
+        meaning: "how long a completed result is kept and replayed (`500ms`, `90s`, `15m`, `24h`, `7d`); at least the shortest lease, 1 s",
+    },
+    Argument {
+        name: "scope",
+        kind: Kind::Str,
+        example: "\"payments\"",
+        values: &[],
+        expects: "",
+        doors: ALL,
+        default: "the function's name (tonic: the method's full gRPC path)",
+        meaning: "namespace of keys: the same key under two scopes is two records. Set it explicitly: with the default, renaming the function silently resets idempotency",
+    },
+    Argument {
+        name: "required",
+        kind: Kind::Bool,
+        example: "false",
+        values: &[],
+        expects: "",
+        doors: HTTP_AND_TONIC,
+        default: "`true`",
+        meaning: "a request without the key: `true` refuses it (400, tonic `INVALID_ARGUMENT`); `false` runs the handler without idempotency",
+    },
+    Argument {
+        name: "lease",
+        kind: Kind::Str,
+        example: "\"30s\"",
+        values: &[],
+        expects: "",
+        doors: ALL,
+        default: "`\"30s\"`",
+        meaning: "how long a claim lives without renewal (crash recovery); renewed every `lease / 3` while the function runs; at least 1 s, at most `ttl`",
+    },
+    Argument {
+        name: "on_conflict",
+        kind: Kind::Str,
+        example: "\"wait\"",
+        values: &["reject", "wait"],
+        expects: "",
+        doors: ALL,
+        default: "`\"reject\"`",
+        meaning: "a duplicate arriving while the first runs: `reject` refuses it (409 with `Retry-After`, tonic `ABORTED`, a function's in-progress error); `wait` waits for the first to finish and replays its result",
+    },
+    Argument {
+        name: "wait",
+        kind: Kind::Str,
+        example: "\"10s\"",
+        values: &[],
+        expects: "",
+        doors: ALL,
+        default: "`\"10s\"`",
+        meaning: "with `on_conflict = \"wait\"` only: how long to wait before refusing",
+    },
+    Argument {
+        name: "cache",
+        kind: Kind::Str,
+        example: "\"success\"",
+        values: &["all", "success", "non_server_error"],
+        expects: "",
+        doors: ALL,
+        default: "`\"all\"`; functions: `\"success\"`",
+        meaning: "which results are stored: `all`, `success` (2xx, tonic `OK`, a function's `Ok`), `non_server_error` (HTTP and tonic: all but 5xx); a result not stored frees the key, so a retry runs again. A function with `cache = \"all\"` stores its `Err` too",
+    },
+    Argument {
+        name: "retry_inviting",
+        kind: Kind::Str,
+        example: "\"store\"",
+        values: &["release", "store"],
+        expects: "",
+        doors: HTTP_AND_TONIC,
+        default: "`\"release\"`",
+        meaning: "an answer that invites a retry (408, 425, 429, 502, 503, 504 or `Retry-After`; tonic `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `DEADLINE_EXCEEDED`, `CANCELLED`): `release` does not store it and frees the key; `store` stores it like any other answer `cache` keeps",
+    },
+    Argument {
+        name: "replay_header",
+        kind: Kind::Str,
+        example: "\"Idempotent-Replayed\"",
+        values: &[],
+        expects: "",
+        doors: HTTP_AND_TONIC,
+        default: "`\"Idempotent-Replayed\"`",
+        meaning: "header (tonic: metadata key) set to `true` on replayed answers",
+    },
+    Argument {
+        name: "principal",
+        kind: Kind::StrOrPath,
+        example: "\"X-Api-Key\"",
+        values: &[],
+        expects: "a header name like \"X-Api-Key\" or the path of a function `fn(&RequestHead<'_>) -> Option<String>`",
+        doors: HTTP_AND_TONIC,
+        default: "none",
+        meaning: "who keys belong to: a header name or a function of the request head; a result is never replayed to another principal, and a request whose principal cannot be read is refused",
+    },
+    Argument {
+        name: "state",
+        kind: Kind::Type,
+        example: "AppState",
+        values: &[],
+        expects: "a type like `AppState`: the state of the `Router` this handler is routed in",
+        doors: &[Door::Axum],
+        default: "the `T` of the handler's `State<T>` argument",
+        meaning: "the state type of the `Router` the handler is routed in, which its arguments are checked against where the handler is defined",
+    },
+    Argument {
+        name: "fingerprint",
+        kind: Kind::Expr,
+        example: "order.lines",
+        values: &[],
+        expects: "",
+        doors: &[Door::Function],
+        default: "every argument but the receiver, the `store` and the `Tx`",
+        meaning: "what must be equal for a retry to be the same call: a serializable expression over the arguments, or `false` for no payload check (any reuse of the key replays)",
+    },
+    Argument {
+        name: "store",
+        kind: Kind::Expr,
+        example: "self.idempotency",
+        values: &[],
+        expects: "",
+        doors: &[Door::Function, Door::Tonic],
+        default: "the process-wide memory store (tonic: the one a layer installed)",
+        meaning: "the `Idempotency` to use: an expression over the arguments or `self` giving an `Idempotency`, `&Idempotency` or `Arc<Idempotency>`",
+    },
+];
+
+impl Argument {
+    /// The row named `name`.
+    pub(crate) fn named(name: &str) -> Option<&'static Argument> {
+        ARGUMENTS.iter().find(|a| a.name == name)
+    }
+
+    /// Whether `door` takes it.
+    pub(crate) fn takes(&self, door: Door) -> bool {
+        self.doors.contains(&door)
+    }
+
+    /// "`x` expects …": what its value must be.
+    pub(crate) fn expects(&self) -> String {
+        if !self.expects.is_empty() {
+            return self.expects.to_owned();
+        }
+        match (self.kind, self.values) {
+            (Kind::Bool, _) => "`true` or `false`".into(),
+            (Kind::Str, []) => format!("a string literal like {}", self.example),
+            (Kind::Str, values) => format!("a string literal: {}", one_of(values)),
+            _ => format!("an expression like `{}`", self.example),
+        }
+    }
+}
+
+/// `"a", "b" or "c"`.
+pub(crate) fn one_of(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}
+
+/// A value as parsed, of the argument's [`Kind`].
+pub(crate) enum Value {
+    Str(LitStr),
+    Bool(LitBool),
+    Path(Path),
+    Expr(Expr),
+    Type(Type),
+}
+
+/// One argument as written: its keyword (where "specified more than once"
+/// and "not for …" land), its row and its value.
+pub(crate) struct Arg {
+    pub(crate) key: Ident,
+    pub(crate) spec: &'static Argument,
+    pub(crate) value: Value,
+}
+
+impl Arg {
+    /// The span of the value (where "invalid value" lands).
+    pub(crate) fn span(&self) -> Span {
+        match &self.value {
+            Value::Str(s) => s.span(),
+            Value::Bool(b) => b.span(),
+            Value::Path(p) => p.span(),
+            Value::Expr(e) => e.span(),
+            Value::Type(t) => t.span(),
+        }
+    }
+}
+
+/// The arguments as written, in order, and what was wrong with them.
+pub(crate) struct Args {
+    pub(crate) given: Vec<Arg>,
+    /// Problems found while parsing; parsing goes on so all are reported.
+    pub(crate) errors: Vec<syn::Error>,
+    /// Which door they are for (unknown names are listed per door).
+    door: Door,
+}
+
 impl Args {
+    /// No arguments, for `door`.
+    pub(crate) fn empty(door: Door) -> Self {
+        Args {
+            given: Vec::new(),
+            errors: Vec::new(),
+            door,
+        }
+    }
+
+    /// Parses the attribute's arguments for `door`. On a syntax error, fails
+    /// with it and with every error found before it: what follows cannot be
+    /// read, so the rules between arguments are not checked.
+    pub(crate) fn parse(attr: proc_macro2::TokenStream, door: Door) -> syn::Result<Self> {
+        let parser = |input: ParseStream<'_>| {
+            let mut args = Args::empty(door);
+            match args.parse_all(input) {
+                Ok(()) => Ok(args),
+                Err(syntax) => {
+                    let mut errors = std::mem::take(&mut args.errors);
+                    errors.push(syntax);
+                    let mut all = errors.remove(0);
+                    for e in errors {
+                        all.combine(e);
+                    }
+                    Err(all)
+                }
+            }
+        };
+        syn::parse::Parser::parse2(parser, attr)
+    }
+
+    /// The argument `name`, if written.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arg> {
+        self.given.iter().find(|a| a.spec.name == name)
+    }
+
     fn parse_all(&mut self, input: ParseStream<'_>) -> syn::Result<()> {
         while !input.is_empty() {
             let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+            let spec = Argument::named(&key.to_string());
             input.parse::<Token![=]>().map_err(|e| {
-                let example = example(&key.to_string()).unwrap_or("...");
+                let example = spec.map_or("...", |s| s.example);
                 syn::Error::new(
                     e.span(),
                     format!("expected `=` after `{key}`, as in `{key} = {example}`"),
                 )
             })?;
-            if key == "state" {
-                match state_type(input)? {
-                    Ok(ty) => {
-                        let repeated = set(&mut self.state, &key, (key.clone(), ty));
-                        self.errors.extend(repeated);
+            match spec {
+                Some(spec) => {
+                    if let Some(value) = self.value(input, &key, spec)? {
+                        if self.get(spec.name).is_some() {
+                            self.errors.push(syn::Error::new(
+                                key.span(),
+                                format!("`{key}` specified more than once"),
+                            ));
+                        } else {
+                            self.given.push(Arg { key, spec, value });
+                        }
                     }
-                    Err(e) => self.errors.push(e),
                 }
-            } else {
-                let value: Expr = input.parse()?;
-                self.accept(key, value);
+                None => {
+                    // The value is read, so that parsing goes on after it.
+                    input.parse::<Expr>()?;
+                    self.errors.push(self.unknown(&key));
+                }
             }
             if input.is_empty() {
                 break;
@@ -105,160 +396,165 @@ impl Args {
         }
         Ok(())
     }
-}
 
-impl Args {
-    fn accept(&mut self, key: Ident, value: Expr) {
-        let name = key.to_string();
-        let result = match name.as_str() {
-            "header" => string(&key, value).map(|v| set(&mut self.header, &key, v)),
-            "ttl" => string(&key, value).map(|v| set(&mut self.ttl, &key, v)),
-            "scope" => string(&key, value).map(|v| set(&mut self.scope, &key, v)),
-            "lease" => string(&key, value).map(|v| set(&mut self.lease, &key, v)),
-            "on_conflict" => string(&key, value).map(|v| set(&mut self.on_conflict, &key, v)),
-            "wait" => string(&key, value).map(|v| set(&mut self.wait, &key, v)),
-            "cache" => string(&key, value).map(|v| set(&mut self.cache, &key, v)),
-            "retry_inviting" => {
-                string(&key, value).map(|v| set(&mut self.retry_inviting, &key, v))
+    /// `unknown argument `x`; expected one of …` (those the door takes).
+    fn unknown(&self, key: &Ident) -> syn::Error {
+        let names: Vec<String> = ARGUMENTS
+            .iter()
+            .filter(|a| a.takes(self.door))
+            .map(|a| format!("`{}`", a.name))
+            .collect();
+        syn::Error::new(
+            key.span(),
+            format!(
+                "unknown argument `{key}`; expected one of {}",
+                names.join(", ")
+            ),
+        )
+    }
+
+    /// Reads a value of `spec`'s kind. `Ok(None)`: a value of the wrong kind,
+    /// reported, and parsing goes on after it; `Err`: a syntax error.
+    fn value(
+        &mut self,
+        input: ParseStream<'_>,
+        key: &Ident,
+        spec: &'static Argument,
+    ) -> syn::Result<Option<Value>> {
+        let wrong =
+            |span: Span| syn::Error::new(span, format!("`{key}` expects {}", spec.expects()));
+        if spec.kind == Kind::Type {
+            // A type, or (reported) an expression that is not one.
+            let fork = input.fork();
+            if let Ok(ty) = fork.parse::<Type>() {
+                input.advance_to(&fork);
+                return Ok(Some(Value::Type(ty)));
             }
-            "replay_header" => string(&key, value).map(|v| set(&mut self.replay_header, &key, v)),
-            "required" => match value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Bool(b), ..
-                }) => Ok(set(&mut self.required, &key, b)),
-                other => Err(syn::Error::new(
-                    other.span(),
-                    "`required` expects `true` or `false`",
-                )),
-            },
-            "principal" => match value {
+            return match input.parse::<Expr>() {
+                Ok(value) => {
+                    self.errors.push(wrong(value.span()));
+                    Ok(None)
+                }
+                Err(e) => Err(wrong(e.span())),
+            };
+        }
+        let value: Expr = input.parse()?;
+        let parsed = match (spec.kind, value) {
+            (Kind::Expr, value) => Some(Value::Expr(value)),
+            (
+                Kind::Str | Kind::StrOrPath,
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
-                }) => Ok(set(
-                    &mut self.principal,
-                    &key,
-                    WithSpan {
-                        span: s.span(),
-                        value: PrincipalArg::Header(s),
-                    },
-                )),
-                Expr::Path(p) if p.qself.is_none() => Ok(set(
-                    &mut self.principal,
-                    &key,
-                    WithSpan {
-                        span: p.span(),
-                        value: PrincipalArg::Function(p.path),
-                    },
-                )),
-                other => Err(syn::Error::new(
-                    other.span(),
-                    "`principal` expects a header name like \"X-Api-Key\" or the path of a function `fn(&RequestHead<'_>) -> Option<String>`",
-                )),
-            },
-            _ => Err(syn::Error::new(
-                key.span(),
-                format!(
-                    "unknown argument `{name}`; expected one of {}",
-                    ARGUMENTS
-                        .iter()
-                        .map(|a| format!("`{a}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
+                }),
+            ) => Some(Value::Str(s)),
+            (
+                Kind::Bool,
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }),
+            ) => Some(Value::Bool(b)),
+            (Kind::StrOrPath, Expr::Path(p)) if p.qself.is_none() => Some(Value::Path(p.path)),
+            (_, other) => {
+                self.errors.push(wrong(other.span()));
+                None
+            }
         };
-        match result {
-            Ok(Some(e)) | Err(e) => self.errors.push(e),
-            Ok(None) => {}
+        Ok(parsed)
+    }
+}
+
+/// Whether the arguments name a `key` (the function form's mark, for the
+/// crate-root attribute that serves both functions and handlers).
+pub(crate) fn names_key(attr: &proc_macro2::TokenStream) -> bool {
+    let mut tokens = attr.clone().into_iter().peekable();
+    let mut at_start = true;
+    while let Some(t) = tokens.next() {
+        match &t {
+            proc_macro2::TokenTree::Ident(i) if at_start && i == "key" => {
+                if matches!(tokens.peek(), Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == '=')
+                {
+                    return true;
+                }
+            }
+            _ => {}
         }
+        at_start = matches!(&t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',');
     }
+    false
 }
 
-/// The value of `state`: a type. A value that reads as an expression but
-/// not as a type (a string, say) is an error and parsing goes on after it;
-/// one that reads as neither is a syntax error.
-fn state_type(input: ParseStream<'_>) -> syn::Result<syn::Result<Type>> {
-    let fork = input.fork();
-    if let Ok(ty) = fork.parse::<Type>() {
-        input.advance_to(&fork);
-        return Ok(Ok(ty));
+/// The reference table of the arguments, as `doc/arguments.md` holds it
+/// (written by the test that checks it).
+#[cfg(test)]
+pub(crate) fn reference() -> String {
+    let mut out = String::from("| argument | default | meaning |");
+    for door in Door::ALL {
+        out.push_str(&format!(" {} |", door.column()));
     }
-    let message = "`state` expects a type like `AppState`: the state of the `Router` this handler is routed in";
-    match input.parse::<Expr>() {
-        Ok(value) => Ok(Err(syn::Error::new_spanned(value, message))),
-        Err(e) => Err(syn::Error::new(e.span(), message)),
+    out.push_str("\n|---|---|---|");
+    for _ in Door::ALL {
+        out.push_str(":-:|");
     }
-}
-
-/// Stores a value, or reports a repetition on the second keyword.
-fn set<T>(slot: &mut Option<T>, key: &Ident, value: T) -> Option<syn::Error> {
-    if slot.is_some() {
-        return Some(syn::Error::new(
-            key.span(),
-            format!("`{key}` specified more than once"),
+    out.push('\n');
+    for a in ARGUMENTS {
+        out.push_str(&format!(
+            "| `{} = {}` | {} | {} |",
+            a.name,
+            a.example.replace('|', "\\|"),
+            a.default,
+            a.meaning.replace('|', "\\|")
         ));
-    }
-    *slot = Some(value);
-    None
-}
-
-fn string(key: &Ident, value: Expr) -> syn::Result<LitStr> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(s), ..
-        }) => Ok(s),
-        other => {
-            let example = match key.to_string().as_str() {
-                "header" => "\"Idempotency-Key\"",
-                "ttl" => "\"24h\"",
-                "lease" | "wait" => "\"30s\"",
-                "scope" => "\"payments\"",
-                "on_conflict" => "\"reject\" or \"wait\"",
-                "cache" => "\"all\", \"success\" or \"non_server_error\"",
-                "retry_inviting" => "\"release\" or \"store\"",
-                _ => "\"Idempotent-Replayed\"",
-            };
-            Err(syn::Error::new(
-                other.span(),
-                format!("`{key}` expects a string literal like {example}"),
-            ))
+        for door in Door::ALL {
+            out.push_str(if a.takes(door) { " ✓ |" } else { " |" });
         }
+        out.push('\n');
     }
-}
-
-/// A value for `key`, to show in messages.
-fn example(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "header" => "\"Idempotency-Key\"",
-        "ttl" => "\"24h\"",
-        "scope" => "\"payments\"",
-        "required" => "false",
-        "lease" | "wait" => "\"30s\"",
-        "on_conflict" => "\"wait\"",
-        "cache" => "\"success\"",
-        "retry_inviting" => "\"store\"",
-        "replay_header" => "\"Idempotent-Replayed\"",
-        "principal" => "\"X-Api-Key\"",
-        "state" => "AppState",
-        _ => return None,
-    })
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{example, Args, ARGUMENTS};
+    use super::*;
 
     fn errors(attr: &str) -> Vec<String> {
-        match syn::parse_str::<Args>(attr) {
+        errors_for(attr, Door::Axum)
+    }
+
+    fn errors_for(attr: &str, door: Door) -> Vec<String> {
+        match Args::parse(attr.parse().unwrap(), door) {
             Ok(args) => args.errors.iter().map(ToString::to_string).collect(),
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
         }
     }
 
     #[test]
-    fn every_argument_has_an_example() {
-        for arg in ARGUMENTS {
-            assert!(example(arg).is_some(), "{arg}");
+    fn every_argument_is_taken_by_a_door_and_named_once() {
+        for (i, a) in ARGUMENTS.iter().enumerate() {
+            assert!(!a.doors.is_empty(), "{}", a.name);
+            assert!(
+                ARGUMENTS[i + 1..].iter().all(|b| b.name != a.name),
+                "{}",
+                a.name
+            );
+            assert!(!a.example.is_empty() && !a.meaning.is_empty(), "{}", a.name);
+        }
+    }
+
+    /// The reference on the macro items is this table, rendered: run with
+    /// `UPDATE_REFERENCE=1` to write it after changing the table.
+    #[test]
+    fn the_reference_is_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/doc/arguments.md");
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        let start = written.find("| argument |").unwrap_or(written.len());
+        let expected = format!("{}{}", &written[..start], reference());
+        if std::env::var_os("UPDATE_REFERENCE").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        } else {
+            assert_eq!(
+                written, expected,
+                "doc/arguments.md is out of date: run `UPDATE_REFERENCE=1 cargo test -p idempotent-macros`"
+            );
         }
     }
 
@@ -267,6 +563,10 @@ mod tests {
         assert_eq!(
             errors(r#"ttl "24h""#),
             ["expected `=` after `ttl`, as in `ttl = \"24h\"`"]
+        );
+        assert_eq!(
+            errors(r#"on_conflict "wait""#),
+            ["expected `=` after `on_conflict`, as in `on_conflict = \"wait\"`"]
         );
         assert_eq!(
             errors(r#"tll "24h""#),
@@ -284,12 +584,45 @@ mod tests {
     }
 
     #[test]
+    fn unknown_arguments_list_what_the_door_takes() {
+        let axum = &errors("kee = 1")[0];
+        assert!(
+            axum.contains("`header`") && axum.contains("`state`"),
+            "{axum}"
+        );
+        assert!(!axum.contains("`key`"), "{axum}");
+        let function = &errors_for("kee = 1", Door::Function)[0];
+        assert!(function.contains("`key`") && function.contains("`store`"));
+        assert!(!function.contains("`header`"), "{function}");
+    }
+
+    #[test]
+    fn values_of_the_wrong_kind_say_what_is_expected() {
+        assert_eq!(
+            errors(r#"on_conflict = wait, required = "no""#),
+            [
+                "`on_conflict` expects a string literal: \"reject\" or \"wait\"",
+                "`required` expects `true` or `false`"
+            ]
+        );
+        assert_eq!(
+            errors("principal = 5"),
+            ["`principal` expects a header name like \"X-Api-Key\" or the path of a function `fn(&RequestHead<'_>) -> Option<String>`"]
+        );
+    }
+
+    #[test]
     fn state_takes_a_type_and_a_value_that_is_not_one_is_reported() {
-        let args = syn::parse_str::<Args>(r#"state = Arc<AppState>, scope = "s""#).unwrap();
-        let (key, ty) = args.state.unwrap();
-        assert_eq!(key.to_string(), "state");
+        let args = Args::parse(
+            r#"state = Arc<AppState>, scope = "s""#.parse().unwrap(),
+            Door::Axum,
+        )
+        .unwrap();
+        let Value::Type(ty) = &args.get("state").unwrap().value else {
+            panic!("not a type")
+        };
         assert_eq!(quote::quote!(#ty).to_string(), "Arc < AppState >");
-        assert!(args.scope.is_some());
+        assert!(args.get("scope").is_some());
         let not_a_type = "`state` expects a type like `AppState`: the state of the `Router` this handler is routed in";
         // An expression: reported, and parsing goes on.
         assert_eq!(
@@ -305,6 +638,20 @@ mod tests {
     }
 
     #[test]
+    fn expressions_are_kept_as_written() {
+        let args = Args::parse(
+            r#"key = format!("{}:{}", m.tenant, m.id), store = self.idempotency"#
+                .parse()
+                .unwrap(),
+            Door::Function,
+        )
+        .unwrap();
+        assert!(args.errors.is_empty());
+        assert!(matches!(args.get("key").unwrap().value, Value::Expr(_)));
+        assert!(matches!(args.get("store").unwrap().value, Value::Expr(_)));
+    }
+
+    #[test]
     fn repetitions_are_reported_and_parsing_goes_on() {
         let errors = errors(r#"ttl = "1h", ttl = "2h", required = "no""#);
         assert_eq!(
@@ -314,5 +661,22 @@ mod tests {
                 "`required` expects `true` or `false`"
             ]
         );
+    }
+
+    #[test]
+    fn the_function_form_is_told_by_its_key() {
+        let names = |s: &str| names_key(&s.parse().unwrap());
+        assert!(names("key = order.id"));
+        assert!(names(r#"scope = "s", key = m.key, ttl = "1h""#));
+        assert!(!names(r#"scope = "key""#));
+        assert!(!names("fingerprint = key"));
+        assert!(!names("header = \"k\""));
+    }
+
+    #[test]
+    fn values_are_listed_in_prose() {
+        assert_eq!(one_of(&["a"]), "\"a\"");
+        assert_eq!(one_of(&["a", "b"]), "\"a\" or \"b\"");
+        assert_eq!(one_of(&["a", "b", "c"]), "\"a\", \"b\" or \"c\"");
     }
 }

@@ -20,6 +20,13 @@ pub const fn lease_exceeds_ttl(config: &HandlerConfig) -> bool {
     config.lease.as_nanos() > config.ttl.as_nanos()
 }
 
+/// Whether a written `lease` or `ttl` of `ms` milliseconds is shorter than
+/// [`MIN_LEASE`](crate::MIN_LEASE): the one definition of the shortest
+/// lease, which the macro checks written values against in a `const`.
+pub const fn below_min_lease(ms: u64) -> bool {
+    (ms as u128) * 1_000_000 < crate::MIN_LEASE.as_nanos()
+}
+
 /// Checks for axum handlers.
 #[cfg(feature = "axum")]
 pub(crate) mod axum {

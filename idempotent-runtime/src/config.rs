@@ -184,6 +184,7 @@ pub struct HandlerConfig {
     pub(crate) retry_inviting: RetryInviting,
     pub(crate) replay_header: &'static str,
     pub(crate) principal: Principal,
+    pub(crate) transactional: bool,
 }
 
 impl HandlerConfig {
@@ -202,7 +203,16 @@ impl HandlerConfig {
             retry_inviting: RetryInviting::Release,
             replay_header: "idempotent-replayed",
             principal: Principal::None,
+            transactional: false,
         }
+    }
+
+    /// The defaults of a function (`#[idempotent(key = …)]` on an `async
+    /// fn`) under `scope`: as [`new`](Self::new), but only `Ok` results are
+    /// stored ([`CachePolicy::Success`]): an `Err` frees the key, so that a
+    /// redelivered message runs again.
+    pub const fn for_function(scope: &'static str) -> Self {
+        Self::new(scope).cache(CachePolicy::Success)
     }
 
     /// The request header carrying the key. Must be a valid header name in
@@ -259,6 +269,17 @@ impl HandlerConfig {
     /// Who keys belong to.
     pub const fn principal(mut self, principal: Principal) -> Self {
         self.principal = principal;
+        self
+    }
+
+    /// Whether the handler writes through the Postgres store's
+    /// [`Tx`](crate::tx::Tx) (the attribute sets it when the handler takes
+    /// one). Then, on that store, its claim is its transaction: no record is
+    /// written before the handler's writes commit with it, and a crash
+    /// leaves nothing behind. Set it on the [`HandlerConfig`] of a middleware
+    /// whose handlers take `Tx`; on other stores it changes nothing.
+    pub const fn transactional(mut self, transactional: bool) -> Self {
+        self.transactional = transactional;
         self
     }
 

@@ -49,7 +49,9 @@
 
 mod background;
 mod config;
+mod error;
 mod fingerprint;
+pub mod function;
 mod key;
 mod lifecycle;
 #[cfg(feature = "metrics")]
@@ -71,38 +73,41 @@ pub use config::{
     handler_config, AttributeHandler, CachePolicy, HandlerConfig, Limits, OnConflict, Principal,
     RequestHead, RetryInviting, DEFAULT_WAIT, MIN_LEASE,
 };
+pub use error::IdempotencyError;
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
 pub use lifecycle::{Drained, Idempotency, IdempotencyBuilder, NotReady, Outcome};
+pub use problem::ErrorKind;
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 
-/// Makes a handler idempotent (see the crate docs).
-#[cfg(all(feature = "macros", feature = "actix", not(feature = "axum")))]
-#[doc(inline)]
-pub use idempotent_macros::idempotent_actix as idempotent;
-/// Both framework features are enabled: import `idempotent_runtime::axum::idempotent`
-/// or `idempotent_runtime::actix::idempotent` instead.
+/// Makes an `async fn` idempotent (see the `axum` variant of this item).
 #[cfg(all(feature = "macros", feature = "axum", feature = "actix"))]
 #[doc(hidden)]
 pub use idempotent_macros::idempotent_ambiguous as idempotent;
-/// Makes a handler idempotent. This is the framework-specific attribute of
-/// the one framework feature enabled: [`axum::idempotent`] with `axum`,
-/// [`actix::idempotent`] with `actix`. With both features (or neither) it is a
-/// compile error that says which path to import.
+/// Makes an `async fn` that names its key idempotent (see [`function`]).
+#[cfg(all(feature = "macros", not(feature = "axum"), not(feature = "actix")))]
+#[doc(inline)]
+pub use idempotent_macros::idempotent_no_framework as idempotent;
+/// Makes an `async fn` idempotent (see the `axum` variant of this item).
+#[cfg(all(feature = "macros", feature = "actix", not(feature = "axum")))]
+#[doc(hidden)]
+pub use idempotent_macros::idempotent_root_actix as idempotent;
+/// Makes an `async fn` idempotent: a function that names its key
+/// (`#[idempotent(key = order.id)]`, see [`function`]), or an HTTP handler of
+/// the one framework feature enabled ([`axum::idempotent`],
+/// [`actix::idempotent`]). With both framework features (or neither), a
+/// handler is a compile error that says which path to import; a function
+/// works whatever the features.
 #[cfg(all(feature = "macros", feature = "axum", not(feature = "actix")))]
 #[doc(inline)]
-pub use idempotent_macros::idempotent_axum as idempotent;
-/// No framework feature is enabled: enable `axum` or `actix`.
-#[cfg(all(feature = "macros", not(feature = "axum"), not(feature = "actix")))]
-#[doc(hidden)]
-pub use idempotent_macros::idempotent_no_framework as idempotent;
+pub use idempotent_macros::idempotent_root_axum as idempotent;
 
 mod checks;
 
 /// What generated code calls. Not public API: no stability promise.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::checks::lease_exceeds_ttl;
+    pub use crate::checks::{below_min_lease, lease_exceeds_ttl};
     pub use crate::config::{
         CachePolicy, HandlerConfig, OnConflict, Principal, RetryInviting, DEFAULT_WAIT,
     };
@@ -113,6 +118,31 @@ pub mod __private {
         /// The options.
         fn config() -> &'static HandlerConfig;
     }
+
+    /// The function form's side of generated code.
+    pub mod function {
+        pub use crate::function::__private::*;
+    }
+
+    /// Emitted on a `Tx` argument: one clear error without the `postgres`
+    /// feature.
+    #[cfg(feature = "postgres")]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __require_postgres_for_tx {
+        () => {};
+    }
+    /// Emitted on a `Tx` argument: one clear error without the `postgres`
+    /// feature.
+    #[cfg(not(feature = "postgres"))]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __require_postgres_for_tx {
+        () => {
+            ::core::compile_error!("`Tx` needs the Postgres store: enable the `postgres` feature of idempotent-runtime, e.g. `idempotent-runtime = { version = \"0.1\", features = [\"postgres\"] }`");
+        };
+    }
+    pub use crate::__require_postgres_for_tx as require_postgres_for_tx;
 
     /// The axum side of generated handlers.
     #[cfg(feature = "axum")]

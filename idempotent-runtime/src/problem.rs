@@ -19,6 +19,7 @@
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler panicked; its claim was released |
 //! | <a id="idempotency-failed"></a>`#idempotency-failed` | 500 | the life cycle panicked outside the handler (a store's bug, most likely); the key may stay reserved until its lease ends |
 //! | <a id="record-unreadable"></a>`#record-unreadable` | 500 | the stored record cannot be decoded |
+//! | <a id="arguments-unserializable"></a>`#arguments-unserializable` | 500 | a function's arguments could not be serialized for its fingerprint (their `Serialize` failed); it did not run |
 //! | <a id="no-store"></a>`#no-store` | 500 | no store is installed for this handler (not under the app's `IdempotencyLayer`, or no `memory` feature) |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the store is unreachable or slow; the handler did not run (with `Retry-After`) |
 //! | <a id="store-full"></a>`#store-full` | 503 | the store is at its bound (with `Retry-After`) |
@@ -50,17 +51,72 @@ pub struct Problem {
     pub detail: String,
     /// Seconds for the `Retry-After` header.
     pub retry_after: Option<u32>,
+    /// What a caller that is not an HTTP client makes of it.
+    pub(crate) class: ErrorKind,
+}
+
+/// What kind of refusal a [`Problem`] is, for callers that are not HTTP
+/// clients: the function form's [`IdempotencyError`](crate::IdempotencyError)
+/// and the gRPC door map the catalogue through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A call with this key is still running (`request-in-progress`), or
+    /// took over a claim this one lost (`lease-lost`): retry later.
+    InProgress,
+    /// The key was used with another payload (`key-reused`): a new request
+    /// needs a new key; retrying cannot succeed.
+    KeyReused,
+    /// The key is missing or invalid, or the principal is (`missing-key`,
+    /// `invalid-key`, `missing-principal`): retrying cannot succeed.
+    InvalidKey,
+    /// The store is unreachable, slow or full, or the runtime shuts down
+    /// (`store-unavailable`, `store-full`, `shutting-down`): nothing ran;
+    /// retry later.
+    Unavailable,
+    /// Too large: the request to fingerprint (`request-too-large`), or the
+    /// result to store (`response-not-stored`: it ran, but cannot be
+    /// replayed; or, with a transaction, `transaction-not-committed`: rolled
+    /// back).
+    TooLarge,
+    /// The stored record cannot be read (`record-unreadable`): corrupt, or
+    /// sealed under a key this process does not have.
+    Unreadable,
+    /// Anything else: the body panicked (`handler-failed`), no store is
+    /// installed (`no-store`, `no-transactional-store`), the bookkeeping
+    /// failed (`idempotency-failed`, `transaction-not-committed`).
+    Failed,
 }
 
 impl Problem {
     fn new(status: u16, kind: &'static str, title: &'static str, detail: String) -> Self {
+        let class = match kind {
+            "request-in-progress" | "lease-lost" => ErrorKind::InProgress,
+            "key-reused" => ErrorKind::KeyReused,
+            "missing-key" | "invalid-key" | "missing-principal" => ErrorKind::InvalidKey,
+            "store-unavailable" | "store-full" | "shutting-down" => ErrorKind::Unavailable,
+            "request-too-large" | "response-not-stored" => ErrorKind::TooLarge,
+            "record-unreadable" => ErrorKind::Unreadable,
+            _ => ErrorKind::Failed,
+        };
         Self {
             status,
             kind,
             title,
             detail,
             retry_after: None,
+            class,
         }
+    }
+
+    /// What kind of refusal it is (see [`ErrorKind`]).
+    pub fn error_kind(&self) -> ErrorKind {
+        self.class
+    }
+
+    fn class(mut self, class: ErrorKind) -> Self {
+        self.class = class;
+        self
     }
 
     fn retry_after(mut self, secs: u32) -> Self {
@@ -223,6 +279,7 @@ impl Problem {
             "Transaction not committed",
             format!("the handler's response was larger than the {limit}-byte storage limit, and its writes commit only together with a stored response, so they were rolled back; the key is free again (raise `Limits::max_response_body`)"),
         )
+        .class(ErrorKind::TooLarge)
     }
 
     /// `#transaction-not-committed`: the handler's `Tx` outlived it.
@@ -264,6 +321,16 @@ impl Problem {
             "idempotency-failed",
             "Idempotency bookkeeping failed",
             "recording the request's outcome failed unexpectedly; its key may stay reserved until its lease ends".into(),
+        )
+    }
+
+    /// `#arguments-unserializable`: an argument's `Serialize` failed.
+    pub(crate) fn arguments_unserializable(why: &str) -> Self {
+        Self::new(
+            500,
+            "arguments-unserializable",
+            "Arguments unserializable",
+            format!("the function's arguments could not be serialized for its fingerprint ({why}), so it did not run; fix their `Serialize`, or narrow the fingerprint with `fingerprint = …`"),
         )
     }
 

@@ -31,7 +31,8 @@ use std::time::Instant;
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) use capture::ResponsePolicy;
-#[cfg(feature = "axum")]
+pub(crate) use claim::Begin;
+pub(crate) use claimed::Claimed;
 pub(crate) use detach::finish_even_if_dropped;
 #[cfg(feature = "actix")]
 pub(crate) use detach::finish_even_if_dropped_local;
@@ -40,8 +41,9 @@ pub use drain::Drained;
 pub(crate) use exchange::{is_safe_method, Exchange, Framework, Step};
 pub use handle::{Idempotency, IdempotencyBuilder, NotReady};
 pub use plain::Outcome;
+pub(crate) use transaction::TxCell;
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
-pub(crate) use transaction::{BoxFuture, OpenTx, TxCell};
+pub(crate) use transaction::{BoxFuture, OpenTx};
 
 use crate::config::HandlerConfig;
 

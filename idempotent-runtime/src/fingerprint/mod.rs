@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+mod canonical;
+
 use sha2::{Digest, Sha256};
 
 use crate::IdempotencyKey;
@@ -66,6 +68,15 @@ impl Fingerprint {
         Self(h.finalize().into())
     }
 
+    /// The fingerprint of a call's arguments (the function form's): each
+    /// value's canonical encoding, in order (see `canonical.rs`: a map's
+    /// order does not count).
+    pub(crate) fn of_values() -> ValuesFingerprint {
+        let mut h = Sha256::new();
+        h.update(b"idempotent/values/1\0");
+        ValuesFingerprint(h)
+    }
+
     /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -74,6 +85,24 @@ impl Fingerprint {
     /// From 32 raw bytes (as a store reads them back).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+}
+
+/// A fingerprint of values being built (see [`Fingerprint::of_values`]).
+pub(crate) struct ValuesFingerprint(Sha256);
+
+impl ValuesFingerprint {
+    /// Adds a value; fails only where its own `Serialize` fails.
+    pub(crate) fn add<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
+        let bytes = canonical::encode(value).map_err(|e| e.0)?;
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(&bytes);
+        Ok(())
+    }
+
+    /// The fingerprint.
+    pub(crate) fn finish(self) -> Fingerprint {
+        Fingerprint(self.0.finalize().into())
     }
 }
 
