@@ -372,21 +372,36 @@ pub mod __private {
         label = "not a `Result`",
         note = "`T` is stored and replayed; `E` receives refusals through `From<IdempotencyError>`"
     )]
-    pub trait FunctionResult {
+    pub trait FunctionResult: Sized {
         /// `T`.
         type Ok;
         /// `E`.
         type Err;
+        /// As a `Result`.
+        fn into_result(self) -> Result<Self::Ok, Self::Err>;
+        /// From a `Result`.
+        fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
     }
 
     impl<T, E> FunctionResult for Result<T, E> {
         type Ok = T;
         type Err = E;
+        fn into_result(self) -> Self {
+            self
+        }
+        fn from_result(result: Self) -> Self {
+            result
+        }
     }
 
     /// What the body is given besides its arguments: nothing, or the
     /// runtime's `Tx` (opened on the Postgres store, committed with the
     /// record).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not the runtime's `Tx`",
+        label = "a function's `Tx` argument is handed over by the runtime",
+        note = "take `idempotent_runtime::tx::Tx` (feature `postgres`) to write in the transaction the record commits in"
+    )]
     pub trait BodyArg: Sized {
         /// Prepares for a call on `runtime` (before the claim).
         fn prepare(runtime: &Idempotency) -> Result<Slot, Problem>;
@@ -432,22 +447,25 @@ pub mod __private {
 
     /// Runs a call whose body borrows from its caller: in the caller's
     /// future, so a caller that stops waiting releases the claim.
-    pub async fn run<T, E, A, F, Fut>(
+    pub async fn run<R, A, F, Fut>(
         call: Call,
-        ok: Codec<T>,
-        err: Option<Codec<E>>,
-        refusal: fn(IdempotencyError) -> E,
+        ok: Codec<R::Ok>,
+        err: Option<Codec<R::Err>>,
+        refusal: fn(IdempotencyError) -> R::Err,
         body: F,
-    ) -> Result<T, E>
+    ) -> R
     where
+        R: FunctionResult,
         A: BodyArg,
         F: FnOnce(A) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = R>,
     {
-        let refuse = |p: Problem| Err(refusal(p.into()));
+        let refuse = |p: Problem| R::from_result(Err(refusal(p.into())));
         match start::<A>(call).await {
             Err(p) => refuse(p),
-            Ok(Started::Replay(stored)) => replay(&stored, &ok, err.as_ref(), refusal),
+            Ok(Started::Replay(stored)) => {
+                R::from_result(replay(&stored, &ok, err.as_ref(), refusal))
+            }
             Ok(Started::Run(claimed, slot)) => {
                 let arg = match A::make(slot) {
                     Ok(arg) => arg,
@@ -455,9 +473,9 @@ pub mod __private {
                 };
                 let max_body = claimed.policy().max_body;
                 let task = claimed.run(async move {
-                    let output = body(arg).await;
+                    let output = body(arg).await.into_result();
                     let stored = store(&output, &ok, err.as_ref(), max_body);
-                    (output, stored)
+                    (R::from_result(output), stored)
                 });
                 task.await.unwrap_or_else(refuse)
             }
@@ -467,24 +485,27 @@ pub mod __private {
     /// Runs a call whose body borrows nothing: detached from the caller's
     /// future, so that it finishes (and its result is stored) even if the
     /// caller stops waiting.
-    pub async fn run_detached<T, E, A, F, Fut>(
+    pub async fn run_detached<R, A, F, Fut>(
         call: Call,
-        ok: Codec<T>,
-        err: Option<Codec<E>>,
-        refusal: fn(IdempotencyError) -> E,
+        ok: Codec<R::Ok>,
+        err: Option<Codec<R::Err>>,
+        refusal: fn(IdempotencyError) -> R::Err,
         body: F,
-    ) -> Result<T, E>
+    ) -> R
     where
+        R: FunctionResult + Send + 'static,
         A: BodyArg + Send + 'static,
         F: FnOnce(A) -> Fut,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R::Ok: 'static,
+        R::Err: 'static,
     {
-        let refuse = |p: Problem| Err(refusal(p.into()));
+        let refuse = |p: Problem| R::from_result(Err(refusal(p.into())));
         match start::<A>(call).await {
             Err(p) => refuse(p),
-            Ok(Started::Replay(stored)) => replay(&stored, &ok, err.as_ref(), refusal),
+            Ok(Started::Replay(stored)) => {
+                R::from_result(replay(&stored, &ok, err.as_ref(), refusal))
+            }
             Ok(Started::Run(claimed, slot)) => {
                 let arg = match A::make(slot) {
                     Ok(arg) => arg,
@@ -493,9 +514,9 @@ pub mod __private {
                 let max_body = claimed.policy().max_body;
                 let running = body(arg);
                 let task = claimed.run(async move {
-                    let output = running.await;
+                    let output = running.await.into_result();
                     let stored = store(&output, &ok, err.as_ref(), max_body);
-                    (output, stored)
+                    (R::from_result(output), stored)
                 });
                 finish_even_if_dropped(tracing::Instrument::in_current_span(task))
                     .await

@@ -59,9 +59,14 @@ pub(super) fn expand(item: ItemFn, opts: Options) -> TokenStream {
         None => quote! { #p::default_runtime() },
     };
     let key = opts.key.as_ref().map(|key| {
+        // Every token on the expression, so that a key of the wrong type
+        // fails there.
         let (first, last) = span_range(key.to_token_stream());
-        let callee = quote_spanned! {first=> #p::key_of };
-        let mut args = Group::new(Delimiter::Parenthesis, quote! { &(#key) });
+        let callee = quote_spanned! {first=> ::idempotent_runtime::__private::function::key_of };
+        let mut value = Group::new(Delimiter::Parenthesis, key.to_token_stream());
+        value.set_span(last);
+        let borrow = quote_spanned! {first=> & };
+        let mut args = Group::new(Delimiter::Parenthesis, quote! { #borrow #value });
         args.set_span(last);
         quote! { #callee #args }
     });
@@ -76,10 +81,16 @@ pub(super) fn expand(item: ItemFn, opts: Options) -> TokenStream {
         None => (quote! { _: () }, TokenStream::new()),
     };
     let (param, guard) = body_param;
-    let run = if detachable(&item) {
-        quote! { run_detached }
-    } else {
-        quote! { run }
+    // Spanned on the return type: a function that does not return a
+    // `Result` fails there, once, naming the trait.
+    let run = {
+        let run = if detachable(&item) {
+            quote! { run_detached }
+        } else {
+            quote! { run }
+        };
+        let (first, _) = span_range(output.to_token_stream());
+        quote_spanned! {first=> ::idempotent_runtime::__private::function::#run }
     };
     let call = syn::Ident::new("__idempotent_call", Span::mixed_site());
     let prelude = quote! {
@@ -110,7 +121,7 @@ pub(super) fn expand(item: ItemFn, opts: Options) -> TokenStream {
                 #vis #sig {
                     #(#inner_attrs)*
                     #prelude
-                    #p::#run(#call, #ok_codec, #err_codec, #refusal, move |#param| async move #body).await
+                    #run(#call, #ok_codec, #err_codec, #refusal, move |#param| async move #body).await
                 }
             }
         }
@@ -130,7 +141,7 @@ pub(super) fn expand(item: ItemFn, opts: Options) -> TokenStream {
                     #before
                     #pin(async move {
                         #prelude
-                        #p::#run(#call, #ok_codec, #err_codec, #refusal, move |#param| #block).await
+                        #run(#call, #ok_codec, #err_codec, #refusal, move |#param| #block).await
                     })
                     #after
                 }
@@ -212,7 +223,7 @@ fn fingerprint(item: &ItemFn, opts: &Options) -> TokenStream {
         }
         Some(Fingerprint::Of(expr)) => {
             let (first, last) = span_range(expr.to_token_stream());
-            let callee = quote_spanned! {first=> #p::Fingerprinter::add_value };
+            let callee = quote_spanned! {first=> ::idempotent_runtime::__private::function::Fingerprinter::add_value };
             let mut args = Group::new(Delimiter::Parenthesis, quote! { &mut #f, &(#expr) });
             args.set_span(last);
             vec![quote! { #callee #args; }]

@@ -1,0 +1,1 @@
+//! The function form with no framework feature: see `tests/`.
