@@ -60,6 +60,13 @@ macro_rules! conformance_cases {
     };
 }
 
+/// The cases of the function form's suite ([`functions`]).
+macro_rules! function_cases {
+    ($($cases:tt)*) => {
+        suite_cases!(($) __function_case_list => function_suite; $($cases)*);
+    };
+}
+
 /// The cases of the store contract ([`contract`]).
 macro_rules! contract_cases {
     ($($cases:tt)*) => {
@@ -72,7 +79,9 @@ pub mod axum_app;
 pub mod behaviour;
 pub mod cases;
 pub mod contract;
+pub mod functions;
 pub mod observed;
+pub mod outage;
 pub mod postgres_server;
 pub mod redis_server;
 pub mod stores;
@@ -398,6 +407,35 @@ macro_rules! conformance_suite {
                 };
                 let env = $crate::Env::start::<$adapter>(store).await;
                 $crate::cases::$module::$case(&env).await;
+            }
+        )*
+    };
+}
+
+/// Declares the function form's suite for one store: one `#[tokio::test]`
+/// per case of [`functions`].
+#[macro_export]
+macro_rules! function_suite {
+    ($store:ty) => {
+        $crate::__function_case_list!($store);
+
+        #[test]
+        fn every_case_is_in_the_suite() {
+            $crate::assert_every_case_is_listed(
+                "tests/src/functions.rs",
+                $crate::functions::SOURCE,
+                $crate::functions::NAMES,
+            );
+        }
+    };
+    (@cases $store:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(store) = <$store as $crate::StoreFactory>::make().await else {
+                    return;
+                };
+                $crate::functions::$case(&store).await;
             }
         )*
     };
