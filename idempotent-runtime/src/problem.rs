@@ -58,7 +58,10 @@ pub struct Problem {
 /// What kind of refusal a [`Problem`] is, for callers that are not HTTP
 /// clients: the function form's [`IdempotencyError`](crate::IdempotencyError)
 /// and the gRPC door map the catalogue through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serializable, so that an error type that carries it can be stored
+/// (`cache = "all"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A call with this key is still running (`request-in-progress`), or
