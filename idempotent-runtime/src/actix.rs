@@ -54,7 +54,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
 
 use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
 use crate::lifecycle::{
-    finish_even_if_dropped_local, is_safe_method, Exchange, Framework, ResponsePolicy, Step,
+    finish_even_if_dropped_local, is_safe_method, Body as Prepared, Exchange, Framework,
+    ResponsePolicy, Step,
 };
 use crate::problem::{self, Problem};
 use crate::{Idempotency, StoredResponse};
@@ -114,22 +115,19 @@ async fn prepare(
     let idempotency = idempotency_of(req).map_err(problem_response)?;
     let query = Some(req.query_string()).filter(|q| !q.is_empty());
     let head = RequestHead::new(req.method().as_str(), req.path(), query, req.headers());
-    let mut ctx = Exchange::identify(idempotency, config, &head).map_err(problem_response)?;
-    #[cfg(feature = "postgres")]
-    if ctx.idempotency().postgres().is_some() {
-        ctx.with_transaction(tx_cell(req));
-    }
-    if !ctx.needs_body() {
-        return Ok((ctx, payload));
-    }
-    let body = ctx.read_body(payload).await.map_err(problem_response)?;
-    ctx.fingerprint(req.method().as_str(), req.path(), query, &body);
-    Ok((ctx, Payload::from(body)))
+    let (ctx, body) =
+        Exchange::prepare(idempotency, config, &head, || tx_cell(req), payload, |p| p)
+            .await
+            .map_err(problem_response)?;
+    let payload = match body {
+        Prepared::Untouched(payload) => payload,
+        Prepared::Buffered(bytes) => Payload::from(bytes),
+    };
+    Ok((ctx, payload))
 }
 
 /// The request's transaction cell, put in its extensions by whichever comes
 /// first: [`prepare`] or the `Tx` extractor.
-#[cfg(feature = "postgres")]
 fn tx_cell(req: &HttpRequest) -> Arc<crate::lifecycle::TxCell> {
     use actix_web::HttpMessage;
     if let Some(cell) = req.extensions().get::<Arc<crate::lifecycle::TxCell>>() {

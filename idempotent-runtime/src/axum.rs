@@ -24,7 +24,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -32,76 +31,23 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::config::{HandlerConfig, HeaderLookup, Repeated, RequestHead};
+use crate::config::{HandlerConfig, RequestHead};
 use crate::lifecycle::{
-    finish_even_if_dropped, is_safe_method, Exchange, Framework, ResponsePolicy, Step,
+    finish_even_if_dropped, is_safe_method, Body as Prepared, Exchange, Framework, ResponsePolicy,
+    Step,
 };
 use crate::problem::{self, Problem};
-use crate::{Idempotency, StoredResponse};
+use crate::tower::{idempotency_of, tx_cell};
+use crate::StoredResponse;
 
 /// `#[idempotent]` for axum handlers.
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use idempotent_macros::idempotent_axum as idempotent;
 
-/// Installs an [`Idempotency`] (store and limits) for the `#[idempotent]`
-/// handlers below it. Without it, handlers use a process-wide memory store.
-#[derive(Clone, Debug)]
-pub struct IdempotencyLayer {
-    idempotency: Idempotency,
-}
-
-/// Set once an app builds an [`IdempotencyLayer`]: from then on a handler
-/// that is not under it fails closed instead of silently using the
-/// process-wide default store (axum's `.layer()` covers only the routes added
-/// before it).
-static LAYER_INSTALLED: AtomicBool = AtomicBool::new(false);
-
-impl IdempotencyLayer {
-    /// A layer installing `idempotency`.
-    pub fn new(idempotency: Idempotency) -> Self {
-        LAYER_INSTALLED.store(true, Ordering::Relaxed);
-        Self { idempotency }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for IdempotencyLayer {
-    type Service = IdempotencyService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        IdempotencyService {
-            inner,
-            idempotency: self.idempotency.clone(),
-        }
-    }
-}
-
-/// The service of [`IdempotencyLayer`].
-#[derive(Clone, Debug)]
-pub struct IdempotencyService<S> {
-    inner: S,
-    idempotency: Idempotency,
-}
-
-impl<S, B> tower_service::Service<http::Request<B>> for IdempotencyService<S>
-where
-    S: tower_service::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        req.extensions_mut().insert(self.idempotency.clone());
-        self.inner.call(req)
-    }
-}
+pub use crate::tower::{IdempotencyLayer, IdempotencyService};
 
 /// Makes every request under it idempotent with one set of options: the same
 /// life cycle as `#[idempotent]`, for handlers without the attribute (a whole
@@ -247,17 +193,6 @@ attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
 attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
 attribute_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
 
-impl HeaderLookup for HeaderMap {
-    fn get(&self, name: &str) -> Result<Option<&[u8]>, Repeated> {
-        let mut values = self.get_all(name).iter();
-        let first = values.next().map(HeaderValue::as_bytes);
-        match values.next() {
-            Some(_) => Err(Repeated),
-            None => Ok(first),
-        }
-    }
-}
-
 /// A problem as an axum response.
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
@@ -276,16 +211,6 @@ impl IntoResponse for Problem {
     }
 }
 
-fn idempotency_of(req: &http::request::Parts) -> Result<Idempotency, Problem> {
-    if let Some(i) = req.extensions.get::<Idempotency>() {
-        return Ok(i.clone());
-    }
-    if LAYER_INSTALLED.load(Ordering::Relaxed) {
-        return Idempotency::fallback(&format!("`{}` is not under the app's `IdempotencyLayer`: `.layer()` applies only to routes added before it, so add the layer after every route", req.uri.path()));
-    }
-    Idempotency::fallback("add `IdempotencyLayer` to the router")
-}
-
 /// Path and query as the client sent them: inside `Router::nest`, axum strips
 /// the matched prefix from `parts.uri`, and `/accounts/1/pay` and
 /// `/accounts/2/pay` must not fingerprint alike.
@@ -302,39 +227,42 @@ async fn prepare(
     config: &'static HandlerConfig,
     req: Request,
 ) -> Result<(Exchange, Request), Response> {
-    let (parts, body) = req.into_parts();
-    let idempotency = idempotency_of(&parts).map_err(IntoResponse::into_response)?;
+    let (mut parts, body) = req.into_parts();
+    let idempotency =
+        idempotency_of(&parts.extensions, parts.uri.path()).map_err(IntoResponse::into_response)?;
     let uri = original_uri(&parts).clone();
     // `?` with nothing after it is no query, as on actix.
     let query = uri.query().filter(|q| !q.is_empty());
-    let mut ctx = {
-        let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
-        Exchange::identify(idempotency, config, &head).map_err(IntoResponse::into_response)?
-    };
-    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
-    let mut parts = parts;
-    #[cfg(feature = "postgres")]
-    if ctx.idempotency().postgres().is_some() {
-        ctx.with_transaction(tx_cell(&mut parts.extensions));
-    }
-    if !ctx.needs_body() {
-        return Ok((ctx, Request::from_parts(parts, body)));
-    }
-    let bytes = ctx
-        .read_body(body.into_data_stream())
-        .await
-        .map_err(|problem| {
+    let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
+    let extensions = &mut parts.extensions;
+    let prepared = Exchange::prepare(
+        idempotency,
+        config,
+        &head,
+        || tx_cell(extensions),
+        body,
+        Body::into_data_stream,
+    )
+    .await;
+    match prepared {
+        Ok((ctx, Prepared::Untouched(body))) => Ok((ctx, Request::from_parts(parts, body))),
+        Ok((ctx, Prepared::Buffered(bytes))) => {
+            Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
+        }
+        Err(problem) => {
+            let unread = matches!(problem.kind, "request-too-large" | "request-unreadable");
             let mut response = problem.into_response();
-            // The rest of the body is left unread, so hyper closes the
-            // connection after this answer: say so, or a keep-alive client
-            // sends its next request into a closing connection.
-            response
-                .headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        })?;
-    ctx.fingerprint(parts.method.as_str(), uri.path(), query, &bytes);
-    Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
+            if unread {
+                // The rest of the body is left unread, so hyper closes the
+                // connection after this answer: say so, or a keep-alive
+                // client sends its next request into a closing connection.
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Err(response)
+        }
+    }
 }
 
 /// Runs a handler through the life cycle and answers.
@@ -417,18 +345,6 @@ impl Framework for Axum {
     }
 }
 
-/// The request's transaction cell, put in its extensions by whichever comes
-/// first: [`prepare`] or the `Tx` extractor.
-#[cfg(feature = "postgres")]
-fn tx_cell(extensions: &mut http::Extensions) -> Arc<crate::lifecycle::TxCell> {
-    if let Some(cell) = extensions.get::<Arc<crate::lifecycle::TxCell>>() {
-        return cell.clone();
-    }
-    let cell = Arc::<crate::lifecycle::TxCell>::default();
-    extensions.insert(cell.clone());
-    cell
-}
-
 /// `Tx` as an axum extractor (any position): rejected with 500
 /// `no-transactional-store` unless the installed store is a Postgres store.
 #[cfg(feature = "postgres")]
@@ -439,7 +355,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::tx::Tx {
         parts: &mut http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let idempotency = idempotency_of(parts).map_err(IntoResponse::into_response)?;
+        let idempotency = idempotency_of(&parts.extensions, parts.uri.path())
+            .map_err(IntoResponse::into_response)?;
         crate::tx::Tx::new(&idempotency, || tx_cell(&mut parts.extensions))
             .map_err(IntoResponse::into_response)
     }

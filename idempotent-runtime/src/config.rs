@@ -91,7 +91,7 @@ pub struct RequestHead<'a> {
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
-    pub(crate) headers: &'a dyn HeaderLookup,
+    pub(crate) headers: &'a (dyn HeaderLookup + Sync),
 }
 
 impl<'a> RequestHead<'a> {
@@ -100,7 +100,7 @@ impl<'a> RequestHead<'a> {
         method: &'a str,
         path: &'a str,
         query: Option<&'a str>,
-        headers: &'a dyn HeaderLookup,
+        headers: &'a (dyn HeaderLookup + Sync),
     ) -> Self {
         Self {
             method,

@@ -68,6 +68,8 @@ pub mod tx;
 pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "axum")]
+mod tower;
 
 pub use config::{
     handler_config, AttributeHandler, CachePolicy, HandlerConfig, Limits, OnConflict, Principal,

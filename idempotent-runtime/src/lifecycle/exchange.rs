@@ -44,6 +44,14 @@ pub(crate) trait Framework {
     fn status(response: &Self::Response) -> u16;
 }
 
+/// A request's body after [`Exchange::prepare`]: untouched (no key, so no
+/// fingerprint), or read whole for the fingerprint, to hand on from the
+/// buffer.
+pub(crate) enum Body<B> {
+    Untouched(B),
+    Buffered(Bytes),
+}
+
 /// A request's place in the life cycle, from its key to its answer.
 pub(crate) struct Exchange {
     idempotency: Idempotency,
@@ -81,8 +89,38 @@ pub(crate) enum Step<R, H, T> {
 }
 
 impl Exchange {
+    /// Everything before the claim, the same way on every HTTP framework:
+    /// reads the key (and principal), gives a transactional store's `Tx`
+    /// its cell (`tx_cell`: the request's, made on first use), and, when
+    /// there is a key, reads the body for the fingerprint under the limit.
+    pub(crate) async fn prepare<B, S, E>(
+        idempotency: Idempotency,
+        config: &'static HandlerConfig,
+        head: &RequestHead<'_>,
+        tx_cell: impl FnOnce() -> Arc<TxCell>,
+        body: B,
+        stream: impl FnOnce(B) -> S,
+    ) -> Result<(Exchange, Body<B>), Problem>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let mut exchange = Exchange::identify(idempotency, config, head)?;
+        #[cfg(feature = "postgres")]
+        if exchange.idempotency.postgres().is_some() {
+            exchange.tx = Some(tx_cell());
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = tx_cell;
+        if !exchange.needs_body() {
+            return Ok((exchange, Body::Untouched(body)));
+        }
+        let bytes = exchange.read_body(stream(body)).await?;
+        exchange.fingerprint(head.method(), head.path(), head.query(), &bytes);
+        Ok((exchange, Body::Buffered(bytes)))
+    }
+
     /// Reads the key (and principal) of a request.
-    pub(crate) fn identify(
+    fn identify(
         idempotency: Idempotency,
         config: &'static HandlerConfig,
         head: &RequestHead<'_>,
@@ -106,22 +144,9 @@ impl Exchange {
         })
     }
 
-    /// The runtime of this request.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn idempotency(&self) -> &Idempotency {
-        &self.idempotency
-    }
-
-    /// Lets the handler write through its own transaction (the `Tx`
-    /// extractor of a transactional store), committed with the record.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn with_transaction(&mut self, cell: Arc<TxCell>) {
-        self.tx = Some(cell);
-    }
-
     /// Whether the body must be read (and handed on from a buffer) for the
     /// fingerprint.
-    pub(crate) fn needs_body(&self) -> bool {
+    fn needs_body(&self) -> bool {
         matches!(self.ticket, Ticket::Unread { .. })
     }
 
@@ -130,7 +155,7 @@ impl Exchange {
     /// of the body is read, so a client that asked `Expect: 100-continue`
     /// gets no `100 Continue` for a body that would be refused; a body
     /// without one is refused as soon as it passes the limit.
-    pub(crate) async fn read_body<S, E>(&self, mut body: S) -> Result<Bytes, Problem>
+    async fn read_body<S, E>(&self, mut body: S) -> Result<Bytes, Problem>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
@@ -166,13 +191,7 @@ impl Exchange {
     }
 
     /// Fingerprints the request once its body is read.
-    pub(crate) fn fingerprint(
-        &mut self,
-        method: &str,
-        path: &str,
-        query: Option<&str>,
-        body: &[u8],
-    ) {
+    fn fingerprint(&mut self, method: &str, path: &str, query: Option<&str>, body: &[u8]) {
         if let Ticket::Unread { id, .. } = std::mem::replace(&mut self.ticket, Ticket::None) {
             self.ticket = Ticket::Ready {
                 id,
