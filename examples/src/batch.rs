@@ -4,7 +4,7 @@
 use idempotent_runtime::{Fingerprint, HandlerConfig, Idempotency, IdempotencyKey, StoredResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::{failure_body, NewPayment, Payments, PaymentsTx};
+use crate::{failure_body, NewPayment, Payments};
 
 /// `POST /payments/batch` body.
 #[derive(Deserialize)]
@@ -59,7 +59,7 @@ pub async fn run_batch(
                 // The plain API hands out no `Tx`: with `--store postgres`
                 // a batch item's payment commits on its own, before its
                 // record (as with Redis), not together with it.
-                match payments.create(PaymentsTx::none(), req).await {
+                match payments.create(None, req).await {
                     Ok(p) => StoredResponse::new(201, serde_json::to_vec(&p).unwrap_or_default()),
                     Err(status) => StoredResponse::new(status, failure_body(status).to_string()),
                 }

@@ -7,12 +7,11 @@
 //! payments in one Redis, shared by several processes) and `postgres`
 //! (records and payments in one database, the payment written in the
 //! handler's own transaction, which commits together with its idempotency
-//! record; see [`PaymentsTx`]).
+//! record: the handler takes `Option<Tx>`, a `Tx` where the store has one).
 //!
 //! | module | what |
 //! |---|---|
 //! | `payments` | the payment model, and where payments live per store |
-//! | `tx` | [`PaymentsTx`], the handler's transaction where the store has one |
 //! | `batch` | `POST /payments/batch`, through the plain API |
 //! | `cli` | the command line and the backends it selects |
 //! | `lease` | [`LeaseOverride`], `--lease-secs` |
@@ -25,7 +24,6 @@ mod lease;
 pub mod observability;
 mod payments;
 mod shutdown;
-mod tx;
 
 pub use batch::{run_batch, Batch, BatchItem};
 pub use cli::{usage, Options};
@@ -34,4 +32,3 @@ pub use payments::{
     failure_body, retry_after, NewPayment, Payment, Payments, IDEMPOTENCY_TABLE, PAYMENTS_TABLE,
 };
 pub use shutdown::{report_drain, shutdown_signal, DRAIN_DEADLINE};
-pub use tx::PaymentsTx;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 
-use crate::PaymentsTx;
+use idempotent_runtime::tx::Tx;
 
 /// `POST /payments` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -118,7 +118,7 @@ impl Payments {
     /// `hold_ms` passes with that transaction still open: the runtime
     /// commits it with the stored response after the handler returns, or
     /// rolls it back (a 503, a lease lost, a process killed meanwhile).
-    pub async fn create(&self, mut tx: PaymentsTx, req: NewPayment) -> Result<Payment, u16> {
+    pub async fn create(&self, mut tx: Option<Tx>, req: NewPayment) -> Result<Payment, u16> {
         if req.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(req.delay_ms)).await;
         }
@@ -138,7 +138,7 @@ impl Payments {
         Ok(payment)
     }
 
-    async fn record(&self, tx: &mut PaymentsTx, req: NewPayment) -> Result<Payment, u16> {
+    async fn record(&self, tx: &mut Option<Tx>, req: NewPayment) -> Result<Payment, u16> {
         match self {
             Payments::Memory { list, next_id } => {
                 let n = next_id.fetch_add(1, Ordering::Relaxed) + 1;

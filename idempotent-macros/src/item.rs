@@ -319,17 +319,23 @@ pub(crate) fn span_range(tokens: TokenStream) -> (Span, Span) {
     (first, last)
 }
 
-/// Whether a type names the runtime's `Tx` (its last path segment), which
-/// the runtime hands the function rather than the caller.
+/// Whether a type names the runtime's `Tx`, or `Option<Tx>` (a `Tx` where
+/// the store has one), by their last path segments: a function's is handed
+/// over by the runtime rather than passed by the caller, and a handler that
+/// takes one claims inside its transaction.
 pub(crate) fn is_tx(ty: &Type) -> bool {
     match ty {
         Type::Group(g) => is_tx(&g.elem),
         Type::Paren(p) => is_tx(&p.elem),
-        Type::Path(p) if p.qself.is_none() => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "Tx" && s.arguments.is_none()),
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().is_some_and(|s| {
+            (s.ident == "Tx" && s.arguments.is_none())
+                || (s.ident == "Option" && single_type_argument(s).is_some_and(is_tx_alone))
+        }),
         _ => false,
     }
+}
+
+fn is_tx_alone(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "Tx" && s.arguments.is_none()))
 }

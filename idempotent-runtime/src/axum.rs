@@ -362,6 +362,27 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::tx::Tx {
     }
 }
 
+/// `Option<Tx>` as an axum extractor: `Some` over the Postgres store, `None`
+/// over any other, so that one handler serves every store.
+#[cfg(feature = "postgres")]
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for crate::tx::Tx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let idempotency = idempotency_of(&parts.extensions, parts.uri.path())
+            .map_err(IntoResponse::into_response)?;
+        if idempotency.postgres().is_none() {
+            return Ok(None);
+        }
+        crate::tx::Tx::new(&idempotency, || tx_cell(&mut parts.extensions))
+            .map(Some)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 /// What `#[idempotent]` handlers compile to on axum. Not public API.
 #[doc(hidden)]
 pub mod __private {

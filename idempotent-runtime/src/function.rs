@@ -56,7 +56,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::fingerprint::ValuesFingerprint;
-use crate::lifecycle::{finish_even_if_dropped, Begin, Claimed, TxCell};
+use crate::lifecycle::{finish_even_if_dropped, Begin, Claimed, Diverted, TxCell};
 use crate::problem::Problem;
 use crate::record::DecodeError;
 use crate::store::StoreError;
@@ -305,6 +305,14 @@ pub mod __private {
         decode: fn(&[u8]) -> Result<T, String>,
     }
 
+    impl<T> Clone for Codec<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+
+    impl<T> Copy for Codec<T> {}
+
     fn json<T: Serialize + DeserializeOwned>() -> Codec<T> {
         Codec {
             encode: |v| serde_json::to_vec(v).map_err(|e| e.to_string()),
@@ -445,6 +453,24 @@ pub mod __private {
         }
     }
 
+    /// A `Tx` where the store has one (the Postgres store), else `None`: one
+    /// function for every store.
+    #[cfg(feature = "postgres")]
+    impl BodyArg for Option<crate::tx::Tx> {
+        fn prepare(runtime: &Idempotency) -> Result<Slot, Problem> {
+            Ok(Slot {
+                runtime: runtime.clone(),
+                cell: runtime.postgres().map(|_| Arc::default()),
+            })
+        }
+        fn make(slot: Slot) -> Result<Self, Problem> {
+            match slot.cell {
+                Some(cell) => crate::tx::Tx::new(&slot.runtime, || cell).map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+
     /// Runs a call whose body borrows from its caller: in the caller's
     /// future, so a caller that stops waiting releases the claim.
     pub async fn run<R, A, F, Fut>(
@@ -477,7 +503,14 @@ pub mod __private {
                     let stored = store(&output, &ok, err.as_ref(), max_body);
                     (R::from_result(output), stored)
                 });
-                task.await.unwrap_or_else(refuse)
+                match task.await {
+                    Ok(output) => output,
+                    Err(Diverted::Refused(p)) => refuse(p),
+                    Err(Diverted::Replayed(stored)) => {
+                        observed(Execution::Replayed);
+                        R::from_result(replay(&stored, &ok, err.as_ref(), refusal))
+                    }
+                }
             }
         }
     }
@@ -518,6 +551,15 @@ pub mod __private {
                     let stored = store(&output, &ok, err.as_ref(), max_body);
                     (R::from_result(output), stored)
                 });
+                let task = async move {
+                    match task.await {
+                        Ok(output) => Ok(output),
+                        Err(Diverted::Refused(p)) => Err(p),
+                        Err(Diverted::Replayed(stored)) => {
+                            Ok(R::from_result(replay(&stored, &ok, err.as_ref(), refusal)))
+                        }
+                    }
+                };
                 finish_even_if_dropped(tracing::Instrument::in_current_span(task))
                     .await
                     .unwrap_or_else(refuse)
@@ -549,7 +591,10 @@ pub mod __private {
             .unwrap_or_else(|| Fingerprint::of_bytes(b""));
         let slot = A::prepare(&runtime)?;
         let id = RecordId::new_static(config.scope, None, &key);
-        match runtime.begin(config, id, fingerprint).await {
+        match runtime
+            .begin(config, id, fingerprint, slot.cell.clone())
+            .await
+        {
             Begin::Refuse(p) => Err(p),
             Begin::Replay(stored) => {
                 observed(Execution::Replayed);
@@ -557,7 +602,6 @@ pub mod __private {
             }
             Begin::Run(claimed) => {
                 observed(Execution::Executed);
-                let claimed = claimed.with_transaction(slot.cell.clone());
                 Ok(Started::Run(claimed, slot))
             }
         }

@@ -128,15 +128,23 @@ pub enum Record {
         /// What it answered.
         response: Arc<StoredResponse>,
     },
+    /// A handler runs with this key inside its own database transaction (the
+    /// Postgres store, for handlers that take `Tx`): nothing of it is
+    /// written until it commits, and a crash leaves nothing. Only
+    /// [`Idempotency::lookup`](crate::Idempotency::lookup) reports it; no
+    /// store holds it.
+    Running,
 }
 
 impl Record {
-    /// The fingerprint of the request that created the record.
-    pub fn fingerprint(&self) -> Fingerprint {
+    /// The fingerprint of the request that created the record; `None` for
+    /// [`Record::Running`], whose request is not known until it commits.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
         match self {
             Record::InProgress { fingerprint, .. } | Record::Completed { fingerprint, .. } => {
-                *fingerprint
+                Some(*fingerprint)
             }
+            Record::Running => None,
         }
     }
 }
@@ -158,6 +166,7 @@ impl std::error::Error for DecodeError {}
 pub const RECORD_FORMAT_VERSION: u8 = 1;
 const TAG_IN_PROGRESS: u8 = 1;
 const TAG_COMPLETED: u8 = 2;
+const TAG_RUNNING: u8 = 3;
 const FLAG_BODY: u8 = 1;
 
 impl Record {
@@ -168,6 +177,7 @@ impl Record {
         let mut out = Vec::with_capacity(64);
         out.push(RECORD_FORMAT_VERSION);
         match self {
+            Record::Running => out.push(TAG_RUNNING),
             Record::InProgress { fingerprint, owner } => {
                 out.push(TAG_IN_PROGRESS);
                 out.extend_from_slice(&fingerprint.0);
@@ -211,6 +221,12 @@ impl Record {
             return Err(DecodeError("unknown format version"));
         }
         let tag = r.byte()?;
+        if tag == TAG_RUNNING {
+            return match r.0 {
+                [] => Ok(Record::Running),
+                _ => Err(DecodeError("trailing bytes")),
+            };
+        }
         let fingerprint = Fingerprint(r.array::<32>()?);
         let record = match tag {
             TAG_IN_PROGRESS => Record::InProgress {
@@ -331,6 +347,15 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(bytes.len(), 1 + 1 + 32 + 16);
         assert_eq!(Record::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn running_round_trips() {
+        assert_eq!(
+            Record::decode(&Record::Running.encode()).unwrap(),
+            Record::Running
+        );
+        assert_eq!(Record::Running.fingerprint(), None);
     }
 
     #[test]

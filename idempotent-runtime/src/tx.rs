@@ -55,9 +55,9 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use sqlx::postgres::{PgConnection, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Describe, Either, Execute, Executor, Postgres};
 
-use crate::lifecycle::{OpenTx, TxCell};
+use crate::lifecycle::{Completion, OpenTx, TxCell};
 use crate::problem::Problem;
-use crate::store::postgres::PostgresStore;
+use crate::store::postgres::{Commit, Held, PostgresStore};
 use crate::store::StoreError;
 use crate::{Fingerprint, Idempotency, OwnerToken, RecordId, StoredResponse};
 
@@ -68,7 +68,7 @@ use crate::{Fingerprint, Idempotency, OwnerToken, RecordId, StoredResponse};
 pub struct Tx {
     cell: Arc<TxCell>,
     store: PostgresStore,
-    txn: Option<sqlx::Transaction<'static, Postgres>>,
+    txn: Option<Box<dyn OpenTx>>,
 }
 
 impl Tx {
@@ -98,22 +98,36 @@ impl Tx {
     pub async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         let txn = match self.txn.take() {
             Some(txn) => txn,
-            None => self.begin().await?,
+            // The claim itself, begun by the life cycle for a handler that
+            // takes `Tx`; else (a middleware without `transactional`, a
+            // request without a key) one begun now.
+            None => match self.cell.take_begun() {
+                Some(txn) => txn,
+                None => Box::new(PgTx {
+                    txn: Tx::begin(self.cell.clone(), self.store.clone()).await?,
+                    store: self.store.clone(),
+                }),
+            },
         };
-        Ok(&mut **self.txn.insert(txn))
+        Ok(self.txn.insert(txn).connection())
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
-        if !self.cell.begin_live() {
+    /// Begins a transaction (not borrowing the `Tx`, whose open transaction
+    /// is not `Sync`, across the wait).
+    async fn begin(
+        cell: Arc<TxCell>,
+        store: PostgresStore,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        if !cell.begin_live() {
             return Err(sqlx::Error::Configuration(
                 "`Tx` is usable only in handlers run by the idempotent life cycle (`#[idempotent]` or its middleware); nothing else would commit it".into(),
             ));
         }
-        let began = tokio::time::timeout(self.store.statement_timeout(), self.store.pool().begin())
+        let began = tokio::time::timeout(store.statement_timeout(), store.pool().begin())
             .await
             .unwrap_or(Err(sqlx::Error::PoolTimedOut));
         if began.is_err() {
-            self.cell.adopt();
+            cell.adopt();
         }
         began
     }
@@ -122,10 +136,7 @@ impl Tx {
 impl Drop for Tx {
     fn drop(&mut self) {
         if let Some(txn) = self.txn.take() {
-            self.cell.hand_back(Box::new(PgTx {
-                txn,
-                store: self.store.clone(),
-            }));
+            self.cell.hand_back(txn);
         }
     }
 }
@@ -133,7 +144,7 @@ impl Drop for Tx {
 impl fmt::Debug for Tx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tx")
-            .field("begun", &self.txn.is_some())
+            .field("in_use", &self.txn.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -202,7 +213,7 @@ impl OpenTx for PgTx {
         fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
-    ) -> crate::lifecycle::BoxFuture<Result<bool, StoreError>> {
+    ) -> crate::lifecycle::BoxFuture<Result<Completion, StoreError>> {
         Box::pin(async move {
             let PgTx { mut txn, store } = *self;
             let written = store
@@ -213,11 +224,11 @@ impl OpenTx for PgTx {
                 Ok(true) => {
                     let PgTx { txn, store } = tx;
                     let commit = PgTx::bounded_with(&store, txn.commit());
-                    commit.await.map(|()| true)
+                    commit.await.map(|()| Completion::Written)
                 }
                 Ok(false) => {
                     tx.rollback_now().await;
-                    Ok(false)
+                    Ok(Completion::Lost(None))
                 }
                 Err(e) => {
                     tx.rollback_now().await;
@@ -236,6 +247,51 @@ impl OpenTx for PgTx {
 
     fn rollback(self: Box<Self>) -> crate::lifecycle::BoxFuture<()> {
         Box::pin(async move { self.rollback_now().await })
+    }
+
+    fn connection(&mut self) -> &mut PgConnection {
+        &mut self.txn
+    }
+}
+
+/// The claim itself: the transaction the life cycle began holding the key's
+/// lock, in which the record is inserted and committed in one flight.
+impl OpenTx for Held {
+    fn commit_with(
+        self: Box<Self>,
+        id: RecordId,
+        _owner: OwnerToken,
+        fingerprint: Fingerprint,
+        response: Arc<StoredResponse>,
+        ttl: Duration,
+    ) -> crate::lifecycle::BoxFuture<Result<Completion, StoreError>> {
+        Box::pin(async move {
+            match self
+                .commit_with_record(&id, fingerprint, response, ttl)
+                .await?
+            {
+                Commit::Written => Ok(Completion::Written),
+                Commit::Lost(record) => Ok(Completion::Lost(record)),
+            }
+        })
+    }
+
+    fn commit(self: Box<Self>) -> crate::lifecycle::BoxFuture<Result<(), StoreError>> {
+        // Never without a record: a request without a key is not claimed.
+        Box::pin(async move {
+            self.rollback().await;
+            Err(StoreError::Unavailable(
+                "a claimed transaction commits only with its record".into(),
+            ))
+        })
+    }
+
+    fn rollback(self: Box<Self>) -> crate::lifecycle::BoxFuture<()> {
+        Box::pin(async move { Held::rollback(*self).await })
+    }
+
+    fn connection(&mut self) -> &mut PgConnection {
+        Held::connection(self)
     }
 }
 

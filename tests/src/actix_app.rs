@@ -67,6 +67,24 @@ async fn tx_route(mut tx: idempotent_runtime::tx::Tx, input: web::Json<Input>) -
     respond(behave(input).await)
 }
 
+/// `Tx` under the middleware, not marked `transactional`: the lease path.
+async fn tx_lease(mut tx: idempotent_runtime::tx::Tx, input: web::Json<Input>) -> HttpResponse {
+    let input = input.into_inner();
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return HttpResponse::InternalServerError().body(e.to_string());
+    }
+    respond(behave(input).await)
+}
+
+#[idempotent(scope = "tx-wait", on_conflict = "wait", wait = "10s")]
+async fn tx_wait(mut tx: idempotent_runtime::tx::Tx, input: web::Json<Input>) -> HttpResponse {
+    let input = input.into_inner();
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return HttpResponse::InternalServerError().body(e.to_string());
+    }
+    respond(behave(input).await)
+}
+
 #[idempotent(scope = "other")]
 async fn other_scope(input: web::Json<Input>) -> HttpResponse {
     respond(behave(input.into_inner()).await)
@@ -207,6 +225,7 @@ async fn layered_list() -> &'static str {
 
 static LAYERED: HandlerConfig = HandlerConfig::new("layered");
 static LAYERED_ALL: HandlerConfig = HandlerConfig::new("layered-all");
+static TX_LEASE: HandlerConfig = HandlerConfig::new("tx-lease");
 
 fn app(
     idempotency: Idempotency,
@@ -225,6 +244,12 @@ fn app(
         .route("/default", web::post().to(default_route))
         .route("/other", web::post().to(other_scope))
         .route("/tx", web::post().to(tx_route))
+        .route("/tx-wait", web::post().to(tx_wait))
+        .service(
+            web::scope("/tx-lease")
+                .wrap(IdempotentRoutes::new(&TX_LEASE))
+                .route("/pay", web::post().to(tx_lease)),
+        )
         .route("/wait", web::post().to(wait_route))
         .route("/wait-short", web::post().to(wait_short))
         .route("/success-only", web::post().to(success_only))

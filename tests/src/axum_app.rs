@@ -60,6 +60,22 @@ async fn tx_route(mut tx: idempotent_runtime::tx::Tx, Json(input): Json<Input>) 
     respond(behave(input).await)
 }
 
+/// `Tx` under the middleware, not marked `transactional`: the lease path.
+async fn tx_lease(mut tx: idempotent_runtime::tx::Tx, Json(input): Json<Input>) -> Response {
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    respond(behave(input).await)
+}
+
+#[idempotent(scope = "tx-wait", on_conflict = "wait", wait = "10s")]
+async fn tx_wait(mut tx: idempotent_runtime::tx::Tx, Json(input): Json<Input>) -> Response {
+    if let Err(e) = crate::behaviour::write_in(&mut tx, &input.tag).await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    respond(behave(input).await)
+}
+
 #[idempotent(scope = "other")]
 async fn other_scope(Json(input): Json<Input>) -> Response {
     respond(behave(input).await)
@@ -202,12 +218,21 @@ static LAYERED: idempotent_runtime::HandlerConfig =
     idempotent_runtime::HandlerConfig::new("layered");
 static LAYERED_ALL: idempotent_runtime::HandlerConfig =
     idempotent_runtime::HandlerConfig::new("layered-all");
+static TX_LEASE: idempotent_runtime::HandlerConfig =
+    idempotent_runtime::HandlerConfig::new("tx-lease");
 
 fn router() -> Router {
     Router::new()
         .route("/default", post(default_route))
         .route("/other", post(other_scope))
         .route("/tx", post(tx_route))
+        .route("/tx-wait", post(tx_wait))
+        .nest(
+            "/tx-lease",
+            Router::new().route("/pay", post(tx_lease)).route_layer(
+                idempotent_runtime::axum::IdempotentRoutesLayer::new(&TX_LEASE),
+            ),
+        )
         .route("/wait", post(wait_route))
         .route("/wait-short", post(wait_short))
         .route("/success-only", post(success_only))

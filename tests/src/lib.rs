@@ -133,6 +133,20 @@ impl Env {
         Self::start_with(A::start, store, Limits::default()).await
     }
 
+    /// Starts adapter `A` over `store` with a runtime of the test's own
+    /// (built over `store`, or a store on the same database).
+    pub async fn with_runtime<A: Adapter>(store: AnyStore, idempotency: Idempotency) -> Env {
+        let server = A::start(idempotency).await;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Env {
+            server,
+            store,
+            start: A::start,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
     /// Another server of the same adapter, over another store and limits.
     pub async fn sibling(&self, store: AnyStore, limits: Limits) -> Env {
         Self::start_with(self.start, store, limits).await

@@ -132,24 +132,30 @@ async fn unstored_attempts_leave_nothing<A: Adapter>() {
     assert_eq!(rows(&pool, &tag).await, 0, "over the limit: rolled back");
 }
 
-/// Fencing: the claim of a running handler is deleted (as an operator
-/// would) and another request takes the key and commits; the first handler
-/// cannot commit its writes when it finishes: 409 `lease-lost`, one row.
+/// Fencing, on the lease path (`Tx` under a middleware not marked
+/// `transactional`): the claim of a running handler is deleted (as an
+/// operator would) and another request takes the key and commits; the first
+/// handler cannot commit its writes when it finishes: 409 `lease-lost`, one
+/// row.
 async fn a_handler_that_lost_its_claim_cannot_commit<A: Adapter>() {
     let Some((env, pool)) = start::<A>().await else {
         return;
     };
     let (tag, key) = (unique("t"), unique("k"));
     let slow = env
-        .post("/tx")
+        .post("/tx-lease/pay")
         .key(&key)
         .json(json!({"tag": tag, "delay_ms": 1500}))
         .spawn();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let id = RecordId::new("tx", None, &IdempotencyKey::parse(key.as_bytes()).unwrap());
+    let id = RecordId::new(
+        "tx-lease",
+        None,
+        &IdempotencyKey::parse(key.as_bytes()).unwrap(),
+    );
     assert!(env.store.delete(&id).await.expect("delete the claim"));
     let taker = env
-        .post("/tx")
+        .post("/tx-lease/pay")
         .key(&key)
         .json(json!({"tag": tag, "delay_ms": 1500}))
         .send()
@@ -159,7 +165,7 @@ async fn a_handler_that_lost_its_claim_cannot_commit<A: Adapter>() {
     slow.assert_problem(409, "lease-lost");
     assert_eq!(rows(&pool, &tag).await, 1, "only the new owner's write");
     let again = env
-        .post("/tx")
+        .post("/tx-lease/pay")
         .key(&key)
         .json(json!({"tag": tag, "delay_ms": 1500}))
         .send()

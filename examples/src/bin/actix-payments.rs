@@ -14,7 +14,7 @@
 //! With `--store postgres` it creates the idempotency table and a `payments`
 //! table at start if they are missing, and `POST /payments` inserts the
 //! payment in the handler's own transaction, which commits together with
-//! the stored response (see `idempotent_examples::PaymentsTx`).
+//! the stored response (`Option<Tx>`: a `Tx` where the store has one).
 //!
 //! `--lease-secs N` makes claims live `N` s instead of the handler's 30 s
 //! lease, for demonstrations and tests of a killed process (see
@@ -33,9 +33,10 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use idempotent_examples::observability::{self, METRICS_CONTENT_TYPE};
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
-    Options, Payments, PaymentsTx, DRAIN_DEADLINE,
+    Options, Payments, DRAIN_DEADLINE,
 };
 use idempotent_runtime::actix::idempotent;
+use idempotent_runtime::tx::Tx;
 use idempotent_runtime::{handler_config, Idempotency};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -45,7 +46,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 #[idempotent(scope = "payments")]
 async fn create_payment(
     payments: web::Data<Payments>,
-    tx: PaymentsTx,
+    tx: Option<Tx>,
     req: web::Json<NewPayment>,
 ) -> HttpResponse {
     match payments.create(tx, req.into_inner()).await {

@@ -13,7 +13,7 @@
 //! With `--store postgres` it creates the idempotency table and a `payments`
 //! table at start if they are missing, and `POST /payments` inserts the
 //! payment in the handler's own transaction, which commits together with
-//! the stored response (see `idempotent_examples::PaymentsTx`).
+//! the stored response (`Option<Tx>`: a `Tx` where the store has one).
 //!
 //! `--lease-secs N` makes claims live `N` s instead of the handler's 30 s
 //! lease, for demonstrations and tests of a killed process (see
@@ -45,10 +45,11 @@ use hyper_util::service::TowerToHyperService;
 use idempotent_examples::observability::{self, METRICS_CONTENT_TYPE};
 use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
-    Options, Payment, Payments, PaymentsTx, DRAIN_DEADLINE,
+    Options, Payment, Payments, DRAIN_DEADLINE,
 };
 use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
 use idempotent_runtime::handler_config;
+use idempotent_runtime::tx::Tx;
 use idempotent_runtime::Idempotency;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +66,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[idempotent(scope = "payments")]
 async fn create_payment(
     State(payments): State<Payments>,
-    tx: PaymentsTx,
+    tx: Option<Tx>,
     Json(req): Json<NewPayment>,
 ) -> Response {
     match payments.create(tx, req).await {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claimed::Claimed;
+use super::transaction::TxCell;
 use super::{trace, Idempotency};
 use crate::config::{HandlerConfig, OnConflict, Principal, RequestHead};
 use crate::problem::Problem;
@@ -70,12 +71,16 @@ impl Idempotency {
         )))
     }
 
-    /// Claims the identity, or says what to answer instead.
+    /// Claims the identity, or says what to answer instead. `tx`: where the
+    /// handler's transaction goes, if the store offers one; a transactional
+    /// handler on the Postgres store claims inside it (see
+    /// [`begin_in_transaction`](Self::begin_in_transaction)).
     pub(crate) async fn begin(
         &self,
         config: &HandlerConfig,
         id: RecordId,
         fingerprint: Fingerprint,
+        tx: Option<Arc<TxCell>>,
     ) -> Begin {
         let started = Instant::now();
         let deadline = match config.on_conflict {
@@ -85,6 +90,16 @@ impl Idempotency {
         if self.inner.draining.load(Ordering::Acquire) {
             trace(config, "shutting_down", started);
             return Begin::Refuse(Problem::shutting_down());
+        }
+        #[cfg(feature = "postgres")]
+        if let (true, Some(cell)) = (config.transactional, &tx) {
+            if let Some(store) = self.postgres() {
+                let store = store.clone();
+                let cell = cell.clone();
+                return self
+                    .begin_in_transaction(&store, config, id, fingerprint, cell, started, deadline)
+                    .await;
+            }
         }
         let slot = self.slot(&id);
         // Whether the store was asked to publish this record's change (once,
@@ -122,16 +137,12 @@ impl Idempotency {
                 }
             };
             let Some(record) = record else {
-                return Begin::Run(Claimed::new(
-                    self.clone(),
-                    id,
-                    fingerprint,
-                    owner,
-                    *config,
-                    started,
-                ));
+                return Begin::Run(
+                    Claimed::new(self.clone(), id, fingerprint, owner, *config, started)
+                        .with_transaction(tx),
+                );
             };
-            if record.fingerprint() != fingerprint {
+            if record.fingerprint().is_some_and(|f| f != fingerprint) {
                 trace(config, "mismatch", started);
                 return Begin::Refuse(Problem::key_reused());
             }
@@ -143,7 +154,7 @@ impl Idempotency {
                         None => Begin::Refuse(Problem::response_not_stored(response.status)),
                     };
                 }
-                Record::InProgress { .. } => {
+                Record::InProgress { .. } | Record::Running => {
                     let now = Instant::now();
                     match deadline {
                         Some(deadline) if now < deadline && !watching => {
@@ -158,6 +169,80 @@ impl Idempotency {
                         Some(deadline) if now < deadline => {
                             let nap = (deadline - now).min(self.inner.wait_recheck);
                             let _ = tokio::time::timeout(nap, notified).await;
+                        }
+                        _ => {
+                            trace(config, "conflict", started);
+                            return Begin::Refuse(Problem::request_in_progress(deadline.is_some()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The claim of a transactional handler on the Postgres store: its own
+    /// transaction, holding the key's lock (see `store/postgres/held.rs`). A
+    /// duplicate in flight is refused, or waited for on the lock itself.
+    #[cfg(feature = "postgres")]
+    #[allow(clippy::too_many_arguments)]
+    async fn begin_in_transaction(
+        &self,
+        store: &crate::store::postgres::PostgresStore,
+        config: &HandlerConfig,
+        id: RecordId,
+        fingerprint: Fingerprint,
+        cell: Arc<TxCell>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Begin {
+        use crate::store::postgres::TxClaim;
+        loop {
+            #[cfg(feature = "metrics")]
+            let claim_started = Instant::now();
+            let claim = store.claim_in_transaction(&id, deadline).await;
+            #[cfg(feature = "metrics")]
+            crate::metrics::store("claim", claim_started.elapsed());
+            let record = match claim {
+                Ok(TxClaim::Acquired(held)) => {
+                    cell.adopt_begun(Box::new(held));
+                    return Begin::Run(Claimed::in_transaction(
+                        self.clone(),
+                        id,
+                        fingerprint,
+                        *config,
+                        started,
+                        cell,
+                    ));
+                }
+                Ok(TxClaim::Busy) => {
+                    trace(config, "conflict", started);
+                    return Begin::Refuse(Problem::request_in_progress(deadline.is_some()));
+                }
+                Ok(TxClaim::Existing(record)) => record,
+                Err(e) => {
+                    trace(config, "store_error", started);
+                    return Begin::Refuse(Problem::store(&e));
+                }
+            };
+            if record.fingerprint().is_some_and(|f| f != fingerprint) {
+                trace(config, "mismatch", started);
+                return Begin::Refuse(Problem::key_reused());
+            }
+            match record {
+                Record::Completed { response, .. } => {
+                    trace(config, "replayed", started);
+                    return match response.body {
+                        Some(_) => Begin::Replay(response),
+                        None => Begin::Refuse(Problem::response_not_stored(response.status)),
+                    };
+                }
+                // A claim of the lease path (a handler of this scope without
+                // `Tx`): waited for by re-reading, as the lease path does.
+                Record::InProgress { .. } | Record::Running => {
+                    let now = Instant::now();
+                    match deadline {
+                        Some(deadline) if now < deadline => {
+                            tokio::time::sleep((deadline - now).min(self.inner.wait_recheck)).await;
                         }
                         _ => {
                             trace(config, "conflict", started);

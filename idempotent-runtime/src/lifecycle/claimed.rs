@@ -1,6 +1,9 @@
 //! The claimed-request guard, [`Claimed`]: owns a claim while its handler
 //! runs (renewing the lease), then stores the response fenced by the owner
 //! token, or releases the claim; dropped unfinished, it releases the claim.
+//! A claim that is the handler's own transaction (the Postgres store, for
+//! handlers that take `Tx`) has no lease: the transaction commits the
+//! record or rolls everything back, and dropped, ends on the server.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,11 +16,28 @@ use futures_util::FutureExt;
 
 use super::capture::ResponsePolicy;
 use super::renewals::renewals;
-use super::transaction::{OpenTx, TxCell, TxOutcome};
+use super::transaction::{Completion, OpenTx, TxCell, TxOutcome};
 use super::{trace, Idempotency};
 use crate::config::HandlerConfig;
 use crate::problem::Problem;
-use crate::{Fingerprint, OwnerToken, RecordId, StoredResponse};
+use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
+
+/// How a claimed request ended, when not with its handler's own answer.
+#[derive(Debug)]
+pub(crate) enum Diverted {
+    /// Refused or failed: answer this problem.
+    Refused(Problem),
+    /// Another request with the key completed first (found when this one's
+    /// record met it at commit, everything of this attempt rolled back):
+    /// answer with its stored response.
+    Replayed(Arc<StoredResponse>),
+}
+
+impl From<Problem> for Diverted {
+    fn from(p: Problem) -> Self {
+        Diverted::Refused(p)
+    }
+}
 
 /// A claim the caller owns. Dropped without [`Claimed::run`] finishing (the
 /// runtime shutting down), it releases the claim.
@@ -29,6 +49,9 @@ pub(crate) struct Claimed {
     config: HandlerConfig,
     started: Instant,
     finished: bool,
+    /// Whether the claim is a record with a lease (renewed, released); not
+    /// when it is the handler's own transaction.
+    leased: bool,
     /// The handler's own transaction, where the store offers one.
     tx: Option<Arc<TxCell>>,
 }
@@ -53,13 +76,41 @@ impl Claimed {
             config,
             started,
             finished: false,
+            leased: true,
             tx: None,
         }
+    }
+
+    /// A claim that is the handler's own transaction, begun and holding the
+    /// key's lock, in `cell` (the handler's `Tx` takes it from there).
+    pub(super) fn in_transaction(
+        idempotency: Idempotency,
+        id: RecordId,
+        fingerprint: Fingerprint,
+        config: HandlerConfig,
+        started: Instant,
+        cell: Arc<TxCell>,
+    ) -> Self {
+        let mut claimed = Self::new(
+            idempotency,
+            id,
+            fingerprint,
+            OwnerToken::generate(),
+            config,
+            started,
+        );
+        claimed.leased = false;
+        claimed.tx = Some(cell);
+        claimed
     }
 
     /// Lets the handler write through its own transaction, committed with
     /// the record (see [`TxCell`]).
     pub(crate) fn with_transaction(mut self, cell: Option<Arc<TxCell>>) -> Self {
+        if !self.leased {
+            // Already the transaction's.
+            return self;
+        }
         if let Some(cell) = &cell {
             cell.adopt();
         }
@@ -81,7 +132,7 @@ impl Claimed {
     /// response is not to be stored (`None`) or the handler panicked.
     ///
     /// `handler` yields the live value to answer with and what to store.
-    pub(crate) async fn run<T, F>(mut self, handler: F) -> Result<T, Problem>
+    pub(crate) async fn run<T, F>(mut self, handler: F) -> Result<T, Diverted>
     where
         F: Future<Output = (T, Option<Arc<StoredResponse>>)>,
     {
@@ -95,12 +146,14 @@ impl Claimed {
         // Renewals run on the background thread: a handler that blocks its
         // worker (actix workers are single-threaded), even in its first
         // poll, must not starve them. Registering wakes no thread.
-        let renewing = renewals().register(
-            self.idempotency.clone(),
-            self.id.clone(),
-            self.owner,
-            self.config,
-        );
+        let renewing = self.leased.then(|| {
+            renewals().register(
+                self.idempotency.clone(),
+                self.id.clone(),
+                self.owner,
+                self.config,
+            )
+        });
         #[cfg(feature = "metrics")]
         let handler_started = Instant::now();
         let result = (&mut handler).await;
@@ -113,7 +166,7 @@ impl Claimed {
             (Err(_panic), tx) => {
                 tracing::error!(target: "idempotent", scope = self.config.scope, "handler panicked; its claim is released so a retry may run it again");
                 self.abandon(tx, "panicked").await;
-                return Err(Problem::handler_failed());
+                return Err(Problem::handler_failed().into());
             }
             (Ok((value, None)), tx) => {
                 self.abandon(tx, "executed_not_stored").await;
@@ -126,7 +179,7 @@ impl Claimed {
             (Ok((_, Some(_))), Some(TxOutcome::Escaped)) => {
                 tracing::error!(target: "idempotent", scope = self.config.scope, "the handler's transaction outlived the handler; it cannot be committed with the record");
                 self.abandon(None, "transaction_escaped").await;
-                return Err(Problem::transaction_escaped());
+                return Err(Problem::transaction_escaped().into());
             }
             (Ok((value, Some(response))), Some(TxOutcome::Returned(tx))) => {
                 self.commit(tx, response).await?;
@@ -144,8 +197,10 @@ impl Claimed {
         if let Some(TxOutcome::Returned(tx)) = tx {
             tx.rollback().await;
         }
-        if let Err(e) = self.idempotency.store().release(&self.id, self.owner).await {
-            tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing the claim failed; the key frees up when its lease ends");
+        if self.leased {
+            if let Err(e) = self.idempotency.store().release(&self.id, self.owner).await {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, error = %e, "releasing the claim failed; the key frees up when its lease ends");
+            }
         }
         self.idempotency.slot(&self.id).notify_waiters();
         trace(&self.config, outcome, self.started);
@@ -184,13 +239,14 @@ impl Claimed {
         &self,
         tx: Box<dyn OpenTx>,
         response: Arc<StoredResponse>,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), Diverted> {
         if response.body.is_none() {
             self.abandon(Some(TxOutcome::Returned(tx)), "executed_not_stored")
                 .await;
             return Err(Problem::transaction_response_too_large(
                 self.idempotency.limits().max_response_body,
-            ));
+            )
+            .into());
         }
         #[cfg(feature = "metrics")]
         let commit_started = Instant::now();
@@ -206,26 +262,54 @@ impl Claimed {
         #[cfg(feature = "metrics")]
         crate::metrics::store("commit", commit_started.elapsed());
         match committed {
-            Ok(true) => {
+            Ok(Completion::Written) => {
                 trace(&self.config, "executed", self.started);
                 Ok(())
             }
-            Ok(false) => {
-                tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; this attempt's writes were rolled back and the newer owner's result stands");
-                trace(&self.config, "lease_lost", self.started);
-                Err(Problem::lease_lost())
-            }
+            Ok(Completion::Lost(record)) => Err(self.lost(record)),
             Err(e) => {
                 // Rolled back, or (the connection lost during COMMIT) maybe
                 // committed: releasing is safe either way, since a completed
                 // record has no owner to match.
-                self.idempotency.release_in_background(
-                    self.id.clone(),
-                    self.owner,
-                    self.config.lease,
-                );
+                if self.leased {
+                    self.idempotency.release_in_background(
+                        self.id.clone(),
+                        self.owner,
+                        self.config.lease,
+                    );
+                }
                 trace(&self.config, "store_error", self.started);
-                Err(Problem::store(&e))
+                Err(Problem::store(&e).into())
+            }
+        }
+    }
+
+    /// This attempt's record was not written (everything rolled back): on the
+    /// lease path, its claim was taken over; in a transaction, a live record
+    /// was already there, which answers instead: another request with the key
+    /// completed first (its response, replayed), or runs (409).
+    fn lost(&self, record: Option<Record>) -> Diverted {
+        match record {
+            Some(Record::Completed {
+                fingerprint,
+                response,
+            }) if fingerprint == self.fingerprint && response.body.is_some() => {
+                tracing::info!(target: "idempotent", scope = self.config.scope, "another request with this key committed first; this attempt was rolled back and answers with its response");
+                trace(&self.config, "replayed", self.started);
+                Diverted::Replayed(response)
+            }
+            Some(Record::Completed { fingerprint, .. }) if fingerprint != self.fingerprint => {
+                trace(&self.config, "mismatch", self.started);
+                Problem::key_reused().into()
+            }
+            Some(Record::Completed { response, .. }) => {
+                trace(&self.config, "replayed", self.started);
+                Problem::response_not_stored(response.status).into()
+            }
+            _ => {
+                tracing::warn!(target: "idempotent", scope = self.config.scope, "the claim was taken over after its lease ran out; this attempt's writes were rolled back and the newer owner's result stands");
+                trace(&self.config, "lease_lost", self.started);
+                Problem::lease_lost().into()
             }
         }
     }
@@ -269,7 +353,9 @@ impl Drop for Claimed {
             .fetch_sub(1, Ordering::AcqRel);
         #[cfg(feature = "metrics")]
         crate::metrics::in_flight(self.config.scope, -1.0);
-        if self.finished {
+        if self.finished || !self.leased {
+            // Unfinished and not leased: the transaction (in the cell) ends on
+            // the server when it is dropped.
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

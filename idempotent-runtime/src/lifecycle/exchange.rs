@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::capture::{join, ResponsePolicy};
 use super::claim::Begin;
+use super::claimed::Diverted;
 use super::transaction::{TxCell, TxOutcome};
 use super::{trace, Idempotency};
 use crate::config::{HandlerConfig, RequestHead};
@@ -222,13 +223,24 @@ impl Exchange {
                 return Step::Answer(X::problem(Problem::idempotency_failed()))
             }
         };
-        match self.idempotency.begin(self.config, id, fingerprint).await {
-            Begin::Replay(stored) => Step::Answer(X::replay(&stored, self.config.replay_header)),
+        let replay_header = self.config.replay_header;
+        match self
+            .idempotency
+            .begin(self.config, id, fingerprint, self.tx)
+            .await
+        {
+            Begin::Replay(stored) => Step::Answer(X::replay(&stored, replay_header)),
             Begin::Refuse(problem) => Step::Answer(X::problem(problem)),
             Begin::Run(claimed) => {
-                let claimed = claimed.with_transaction(self.tx);
                 let policy = claimed.policy();
                 let task = claimed.run(async move { X::capture(handler.await, policy).await });
+                let task = async move {
+                    match task.await {
+                        Ok(response) => Ok(response),
+                        Err(Diverted::Refused(problem)) => Err(problem),
+                        Err(Diverted::Replayed(stored)) => Ok(X::replay(&stored, replay_header)),
+                    }
+                };
                 Step::Run(tracing::Instrument::in_current_span(task))
             }
         }

@@ -32,7 +32,7 @@ use std::time::Instant;
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) use capture::ResponsePolicy;
 pub(crate) use claim::Begin;
-pub(crate) use claimed::Claimed;
+pub(crate) use claimed::{Claimed, Diverted};
 pub(crate) use detach::finish_even_if_dropped;
 #[cfg(feature = "actix")]
 pub(crate) use detach::finish_even_if_dropped_local;
@@ -43,7 +43,7 @@ pub use handle::{Idempotency, IdempotencyBuilder, NotReady};
 pub use plain::Outcome;
 pub(crate) use transaction::TxCell;
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
-pub(crate) use transaction::{BoxFuture, OpenTx};
+pub(crate) use transaction::{BoxFuture, Completion, OpenTx};
 
 use crate::config::HandlerConfig;
 

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::claim::Begin;
+use super::claimed::Diverted;
 use super::detach::finish_even_if_dropped;
 use super::Idempotency;
 use crate::config::HandlerConfig;
@@ -38,15 +39,28 @@ impl Outcome {
 
 impl Idempotency {
     /// For operators: the record of `key` sent by `principal` under `scope`.
+    /// On the Postgres store, a handler that takes `Tx` and still runs
+    /// writes nothing before it commits; it shows as [`Record::Running`]
+    /// (read from `pg_locks`).
     pub async fn lookup(
         &self,
         scope: &str,
         principal: Option<&str>,
         key: &IdempotencyKey,
     ) -> Result<Option<Record>, StoreError> {
-        self.store()
-            .get(&RecordId::new(scope, principal, key))
-            .await
+        let id = RecordId::new(scope, principal, key);
+        let record = self.store().get(&id).await?;
+        // A handler in its own transaction has written nothing yet: it
+        // shows as the key's lock, held.
+        #[cfg(feature = "postgres")]
+        if record.is_none() {
+            if let Some(store) = self.postgres() {
+                if store.running(&id).await? {
+                    return Ok(Some(Record::Running));
+                }
+            }
+        }
+        Ok(record)
     }
 
     /// For operators: deletes the record of `key` sent by `principal` under
@@ -109,7 +123,7 @@ impl Idempotency {
         Fut: Future<Output = StoredResponse> + Send + 'static,
     {
         let id = RecordId::new_static(config.scope, principal, key);
-        match self.begin(config, id, fingerprint).await {
+        match self.begin(config, id, fingerprint, None).await {
             Begin::Replay(r) => Ok(Outcome::Replayed(r)),
             Begin::Refuse(p) => Err(p),
             Begin::Run(claimed) => {
@@ -120,9 +134,14 @@ impl Idempotency {
                     let stored = policy.capture_whole(&response);
                     (response, stored)
                 });
-                finish_even_if_dropped(tracing::Instrument::in_current_span(task))
-                    .await
-                    .map(Outcome::Executed)
+                let task = async move {
+                    match task.await {
+                        Ok(response) => Ok(Outcome::Executed(response)),
+                        Err(Diverted::Refused(p)) => Err(p),
+                        Err(Diverted::Replayed(r)) => Ok(Outcome::Replayed(r)),
+                    }
+                };
+                finish_even_if_dropped(tracing::Instrument::in_current_span(task)).await
             }
         }
     }

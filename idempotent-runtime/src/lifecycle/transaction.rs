@@ -14,16 +14,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::store::StoreError;
-use crate::{Fingerprint, OwnerToken, RecordId, StoredResponse};
+use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A transaction the handler has begun and handed back when it finished.
+/// What became of a record written in the handler's transaction.
+pub(crate) enum Completion {
+    /// Written, and committed with the handler's writes.
+    Written,
+    /// Not written: the claim was no longer this request's, or a live record
+    /// was already there (the record, where it was read back). Everything
+    /// was rolled back.
+    Lost(Option<Record>),
+}
+
+/// A transaction of the handler: begun by the life cycle (the claim itself,
+/// on the in-transaction path) or by the handler's first statement, and
+/// handed back when the handler finished.
 pub(crate) trait OpenTx: Send + 'static {
-    /// Writes the completed record in this transaction, fenced by `owner`,
-    /// and commits both. `Ok(false)`: the claim was no longer `owner`'s, and
-    /// everything was rolled back.
+    /// Writes the completed record in this transaction, fenced by `owner`
+    /// (on the lease path; on the in-transaction path the lock and the
+    /// record's primary key fence it), and commits both.
     fn commit_with(
         self: Box<Self>,
         id: RecordId,
@@ -31,7 +43,11 @@ pub(crate) trait OpenTx: Send + 'static {
         fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         ttl: Duration,
-    ) -> BoxFuture<Result<bool, StoreError>>;
+    ) -> BoxFuture<Result<Completion, StoreError>>;
+
+    /// The transaction's connection, for the handler's statements.
+    #[cfg(feature = "postgres")]
+    fn connection(&mut self) -> &mut sqlx::PgConnection;
 
     /// Commits without a record (a request without a key).
     fn commit(self: Box<Self>) -> BoxFuture<Result<(), StoreError>>;
@@ -54,6 +70,9 @@ enum TxState {
     Unadopted,
     /// The life cycle will run the handler and resolve the transaction.
     Adopted,
+    /// The life cycle began the transaction (it is the claim): the
+    /// handler's `Tx` takes it on first use.
+    Ready(Box<dyn OpenTx>),
     /// The handler's `Tx` holds a live transaction.
     Live,
     /// The handler finished and handed its transaction back.
@@ -85,6 +104,26 @@ impl TxCell {
         }
     }
 
+    /// The life cycle takes charge of the transaction it began (the claim):
+    /// the handler's `Tx` takes it on first use.
+    pub(crate) fn adopt_begun(&self, tx: Box<dyn OpenTx>) {
+        *self.state() = TxState::Ready(tx);
+    }
+
+    /// Called by the `Tx` extractor on first use: the transaction the life
+    /// cycle began, if it did.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn take_begun(&self) -> Option<Box<dyn OpenTx>> {
+        let mut state = self.state();
+        match std::mem::replace(&mut *state, TxState::Live) {
+            TxState::Ready(tx) => Some(tx),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
     /// Called by the `Tx` extractor before it begins a transaction: `false`
     /// when no life cycle adopted the cell (the handler is not idempotent),
     /// so that no transaction begins that nobody would commit.
@@ -112,7 +151,9 @@ impl TxCell {
         match std::mem::take(&mut *self.state()) {
             TxState::Unadopted | TxState::Adopted => TxOutcome::Unused,
             TxState::Live => TxOutcome::Escaped,
-            TxState::Returned(tx) => TxOutcome::Returned(tx),
+            // Begun as the claim and never used: the record still commits
+            // in it.
+            TxState::Ready(tx) | TxState::Returned(tx) => TxOutcome::Returned(tx),
         }
     }
 }

@@ -141,6 +141,15 @@ pub(super) enum State {
 impl Slot {
     pub(super) fn new(record: Record, lifetime: Duration, now: Instant) -> Self {
         let (state, weight) = match record {
+            // A store builds its records from a claim or a completion, never
+            // from a lookup's `Running`: kept as a claim nobody owns.
+            Record::Running => (
+                State::Claim {
+                    fingerprint: [0; 32],
+                    owner: [0; 16],
+                },
+                ENTRY_OVERHEAD,
+            ),
             Record::InProgress { fingerprint, owner } => (
                 State::Claim {
                     fingerprint: *fingerprint.as_bytes(),

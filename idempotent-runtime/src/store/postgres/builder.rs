@@ -35,6 +35,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     max_connections: u32,
     sweep_interval: Duration,
+    lock_id: fn(&crate::RecordId) -> i64,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +61,17 @@ impl PostgresStoreBuilder {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            lock_id: super::held::lock_id,
         }
+    }
+
+    /// For tests: the advisory lock id of a record id, to force collisions
+    /// (every key one lock) or their absence (two requests of one key that
+    /// do not exclude each other, so that the record's primary key must).
+    #[doc(hidden)]
+    pub fn lock_ids(mut self, lock_id: fn(&crate::RecordId) -> i64) -> Self {
+        self.lock_id = lock_id;
+        self
     }
 
     /// The table (default `idempotency_records`), optionally with its
@@ -159,6 +170,8 @@ impl PostgresStoreBuilder {
             subscribed: std::sync::atomic::AtomicBool::new(false),
             owns_pool: matches!(self.source, Source::Url(_)),
             closed: std::sync::atomic::AtomicBool::new(false),
+            lock_id: self.lock_id,
+            local: super::held::Local::default(),
         });
         tasks::start_sweeper(Arc::downgrade(&inner), self.sweep_interval);
         Ok(PostgresStore { inner })

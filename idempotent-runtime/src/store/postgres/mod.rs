@@ -57,6 +57,7 @@ use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 mod builder;
 mod conn;
+mod held;
 mod sql;
 mod tasks;
 #[cfg(test)]
@@ -67,6 +68,7 @@ pub use builder::{
     DEFAULT_STATEMENT_TIMEOUT, DEFAULT_SWEEP_INTERVAL, DEFAULT_TABLE,
 };
 use conn::{bounded, Retry};
+pub(crate) use held::{Commit, Held, TxClaim};
 use sql::{millis, Statements, TableName};
 
 /// Runs statements on a connection of `$store`'s pool, bounded by its
@@ -117,6 +119,10 @@ struct Inner {
     owns_pool: bool,
     /// Set by [`PostgresStore::close`]: the background work stops.
     closed: AtomicBool,
+    /// The advisory lock of a record id (`held::lock_id`, or a test's).
+    lock_id: fn(&RecordId) -> i64,
+    /// The lock ids this process holds or waits for.
+    local: held::Local,
 }
 
 impl PostgresStore {

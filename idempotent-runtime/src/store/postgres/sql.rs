@@ -263,6 +263,74 @@ impl Statements {
     }
 }
 
+/// Statements written out with their values, for the simple-query protocol,
+/// which sends several statements in one flight but takes no parameters
+/// (see `held.rs`). Every value is written as hex and decoded by the
+/// server, so none is ever read as SQL.
+impl TableName {
+    /// `SELECT record` of `id`'s live record.
+    pub(super) fn read_record(&self, id: &crate::RecordId) -> String {
+        format!(
+            "SELECT record FROM {} WHERE scope = {} AND digest = {} AND expires_at > now()",
+            self.quoted(),
+            text_literal(id.scope()),
+            bytea_literal(id.digest())
+        )
+    }
+
+    /// Inserts `id`'s completed `record`, kept for `ttl`, where no live
+    /// record is (an expired one is taken over); notifies `channel` if a
+    /// duplicate watches it. Divides by zero when it wrote nothing, so that
+    /// a `COMMIT` sent in the same flight does not run.
+    pub(super) fn insert_completed(
+        &self,
+        id: &crate::RecordId,
+        record: &[u8],
+        ttl: std::time::Duration,
+        channel: &str,
+    ) -> String {
+        format!(
+            "WITH done AS (
+               INSERT INTO {t} AS r (scope, digest, owner, record, expires_at)
+               VALUES ({scope}, {digest}, NULL, {record}, now() + {ttl}::bigint * interval '1 millisecond')
+               ON CONFLICT (scope, digest) DO UPDATE
+                 SET owner = NULL, record = EXCLUDED.record, expires_at = EXCLUDED.expires_at
+                 WHERE r.expires_at <= now()
+               RETURNING r.watched_until
+             ), notified AS (
+               SELECT pg_notify({channel}, {payload}) FROM done WHERE watched_until > now()
+             )
+             SELECT 1 / (SELECT count(*)::int FROM done) AS written,
+                    (SELECT count(*) FROM notified) AS notified",
+            t = self.quoted(),
+            scope = text_literal(id.scope()),
+            digest = bytea_literal(id.digest()),
+            record = bytea_literal(record),
+            ttl = millis(ttl),
+            channel = text_literal(channel),
+            payload = text_literal(&id.digest_hex()),
+        )
+    }
+}
+
+/// `decode('…', 'hex')`: bytes as a literal.
+fn bytea_literal(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2 + 20);
+    s.push_str("decode('");
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s.push_str("', 'hex')");
+    s
+}
+
+/// Text as a literal, through its UTF-8 bytes in hex.
+fn text_literal(text: &str) -> String {
+    format!("convert_from({}, 'UTF8')", bytea_literal(text.as_bytes()))
+}
+
 /// A duration as the milliseconds the statements take, at least 1 and at
 /// most [`MAX_EXPIRY_MS`].
 pub(super) fn millis(d: std::time::Duration) -> i64 {
