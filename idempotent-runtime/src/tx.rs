@@ -1,27 +1,43 @@
 //! [`Tx`]: the handler's own Postgres transaction, committed with its
 //! idempotency record.
 //!
-//! With the [`PostgresStore`], a handler that takes `Tx` writes through it,
-//! and the runtime writes the completed record **in the same transaction**,
-//! fenced by the claim's owner token, then commits. Stored and committed are
-//! one event:
+//! With the [`PostgresStore`], a handler that takes `Tx` is claimed **inside
+//! that transaction**: the runtime begins it, takes the key's lock in it and
+//! reads the key's record (one round trip); the handler writes through it;
+//! the runtime inserts the completed record in it and commits (one round
+//! trip). There is no claim row and no lease. Stored and committed are one
+//! event:
 //!
-//! | the handler's response | its writes and the record |
-//! |---|---|
-//! | stored (per the cache policy) | committed together |
-//! | not stored (cache policy, `no-store`, a retry-inviting answer) | rolled back; the key is free |
-//! | over the storage limit | rolled back; 500 `transaction-not-committed` |
-//! | the handler panicked | rolled back; the key is free |
-//! | the lease ran out and another request took the key over | rolled back; 409 `lease-lost` |
-//! | the process died mid-handler | never committed; the claim expires after its lease |
+//! | what happens | its writes and the record | what a retry sees |
+//! |---|---|---|
+//! | the response is stored (per the cache policy) | committed together | the replay |
+//! | not stored (cache policy, `no-store`, a retry-inviting answer) | rolled back | a fresh run |
+//! | over the storage limit | rolled back; 500 `transaction-not-committed` | a fresh run |
+//! | the handler panicked | rolled back | a fresh run |
+//! | the process died, or its connection dropped, mid-handler | never committed; **nothing is left behind** | a fresh run, at once |
+//! | a duplicate arrives meanwhile | — | 409 (or, with `on_conflict = "wait"`, it waits on the lock and replays) |
+//! | another request of the key committed first (their locks did not exclude each other) | rolled back | this request answers with the other's response |
 //!
-//! The transaction begins on the handler's first statement, which is always
-//! after the key was claimed: a duplicate waiting for the claim holds no
-//! pooled connection. `Tx` gives no way to commit or roll back: the runtime
-//! resolves it after the handler returns. (It is an executor, so SQL text
-//! such as `COMMIT` or `ROLLBACK` sent through it would still reach the
-//! server and end the transaction early, outside the guarantee; use
-//! `SAVEPOINT`s for partial rollbacks instead.)
+//! `Option<Tx>` is `Some` over the Postgres store and `None` over any other,
+//! so that one handler serves every store. A function (`#[idempotent(key =
+//! …)]`) takes `Tx` the same way; its callers do not pass it.
+//!
+//! `Tx` gives no way to commit or roll back: the runtime resolves it after
+//! the handler returns. (It is an executor, so SQL text such as `COMMIT` or
+//! `ROLLBACK` sent through it would still reach the server and end the
+//! transaction early, outside the guarantee; use `SAVEPOINT` statements for
+//! partial rollbacks, not sqlx's nested `begin`, which does not know the
+//! transaction is open.)
+//!
+//! Under a middleware (`IdempotentRoutesLayer`, `IdempotentRoutes`) whose
+//! [`HandlerConfig`](crate::HandlerConfig) is not marked
+//! [`transactional`](crate::HandlerConfig::transactional), a handler's `Tx`
+//! takes the lease path: the claim is a row committed on its own, the
+//! transaction begins on the handler's first statement, and the record is
+//! written in it fenced by the claim's owner token (a handler that outlived
+//! its lease while another took the key over rolls back with 409
+//! `lease-lost`; a process that died leaves a claim that expires after its
+//! lease).
 //!
 //! A request without a key (`required = false`) runs without idempotency;
 //! its transaction commits if the handler answers below 400 and rolls back

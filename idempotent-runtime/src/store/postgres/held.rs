@@ -302,8 +302,14 @@ impl PostgresStore {
                 return Ok(TxClaim::Busy);
             };
             // Held elsewhere: wait on the lock itself, on this connection,
-            // as this process's one waiter for it.
-            let guard = inner.local.hold(lock, &self.inner);
+            // as this process's one waiter for it; unless another request
+            // of this process got there first (they raced to the database
+            // before either was registered): then wait for that one, on no
+            // connection.
+            let Some(guard) = inner.local.hold_if_first(lock, &self.inner) else {
+                roll_back_later(conn, inner.statement_timeout);
+                continue;
+            };
             let left = until.saturating_duration_since(Instant::now());
             let ms = left.as_millis().max(1);
             let wait = format!(
@@ -417,6 +423,19 @@ impl Local {
             inner: Arc::downgrade(inner),
             lock,
         }
+    }
+
+    /// A hold of `lock`, unless this process already holds or waits for it.
+    fn hold_if_first(&self, lock: i64, inner: &Arc<Inner>) -> Option<LocalGuard> {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.contains_key(&lock) {
+            return None;
+        }
+        ids.insert(lock, (Arc::new(Notify::new()), 1));
+        Some(LocalGuard {
+            inner: Arc::downgrade(inner),
+            lock,
+        })
     }
 
     fn release(&self, lock: i64) {
