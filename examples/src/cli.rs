@@ -12,10 +12,16 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::{LeaseOverride, Payments, IDEMPOTENCY_TABLE, PAYMENTS_TABLE};
 
-/// The command line of both servers.
+/// The command line of both HTTP servers.
 pub struct Options {
     /// `--listen ADDR`.
     pub listen: String,
+    /// The store flags.
+    pub backend: Backend,
+}
+
+/// The store flags every example program takes.
+pub struct Backend {
     /// `--store memory|redis|postgres`.
     pub store: String,
     /// `--redis-url URL`.
@@ -25,51 +31,104 @@ pub struct Options {
     /// `--lease-secs N`: claims live `N` s instead of the handler's own 30 s
     /// (see [`LeaseOverride`]); `None`: the handler's own.
     pub lease: Option<Duration>,
+    lease_secs: String,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend {
+            store: "memory".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            lease: None,
+            lease_secs: String::new(),
+        }
+    }
+}
+
+/// The usage of the store flags.
+pub const BACKEND_USAGE: &str =
+    "[--store memory|redis|postgres] [--redis-url URL] [--database-url URL] [--lease-secs N]";
+
+impl Backend {
+    /// The value slot of one of its flags.
+    pub fn slot(&mut self, flag: &str) -> Option<&mut String> {
+        Some(match flag {
+            "--store" => &mut self.store,
+            "--redis-url" => &mut self.redis_url,
+            "--database-url" => &mut self.database_url,
+            "--lease-secs" => &mut self.lease_secs,
+            _ => return None,
+        })
+    }
+
+    /// Checks what was given once every flag is read.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if !self.lease_secs.is_empty() {
+            let secs: u64 = self
+                .lease_secs
+                .parse()
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| {
+                    format!(
+                        "`--lease-secs {}`: expected whole seconds, at least 1",
+                        self.lease_secs
+                    )
+                })?;
+            self.lease = Some(Duration::from_secs(secs));
+        }
+        Ok(())
+    }
+}
+
+/// `std::env::args()` as `--flag value` pairs; `Err` is a message for
+/// stderr (the usage, for `--help`).
+pub fn flags(usage: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(usage.to_owned());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("`{flag}` needs a value"))?;
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
 }
 
 /// The usage line of `program`.
 pub fn usage(program: &str) -> String {
-    format!(
-        "usage: {program} [--listen ADDR] [--store memory|redis|postgres] [--redis-url URL] \
-         [--database-url URL] [--lease-secs N]"
-    )
+    format!("usage: {program} [--listen ADDR] {BACKEND_USAGE}")
 }
 
 impl Options {
     /// Parses `std::env::args()`; `Err` is a message for stderr.
     pub fn from_args(program: &str) -> Result<Options, String> {
-        let mut o = Options {
-            listen: "127.0.0.1:3000".into(),
-            store: "memory".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            lease: None,
-        };
-        let mut lease_secs = String::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(flag) = args.next() {
+        let mut listen = "127.0.0.1:3000".to_owned();
+        let mut backend = Backend::default();
+        for (flag, value) in flags(&usage(program))? {
             let slot = match flag.as_str() {
-                "--listen" => &mut o.listen,
-                "--store" => &mut o.store,
-                "--redis-url" => &mut o.redis_url,
-                "--database-url" => &mut o.database_url,
-                "--lease-secs" => &mut lease_secs,
-                "-h" | "--help" => return Err(usage(program)),
-                other => return Err(format!("unknown argument `{other}`; try --help")),
+                "--listen" => &mut listen,
+                other => backend
+                    .slot(other)
+                    .ok_or_else(|| format!("unknown argument `{other}`; try --help"))?,
             };
-            *slot = args
-                .next()
-                .ok_or_else(|| format!("`{flag}` needs a value"))?;
+            *slot = value;
         }
-        if !lease_secs.is_empty() {
-            let secs: u64 = lease_secs.parse().ok().filter(|s| *s >= 1).ok_or_else(|| {
-                format!("`--lease-secs {lease_secs}`: expected whole seconds, at least 1")
-            })?;
-            o.lease = Some(Duration::from_secs(secs));
-        }
-        Ok(o)
+        backend.finish()?;
+        Ok(Options { listen, backend })
     }
 
+    /// The runtime and the payments for `--store` (see [`Backend::backends`]).
+    pub async fn backends(&self) -> Result<(Idempotency, Payments), String> {
+        self.backend.backends().await
+    }
+}
+
+impl Backend {
     /// The runtime and the payments for `--store`: both in this process,
     /// both in the Redis at `--redis-url`, or both in the PostgreSQL
     /// database at `--database-url` (whose tables are created if missing).

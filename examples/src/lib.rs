@@ -17,16 +17,18 @@
 //! | `lease` | [`LeaseOverride`], `--lease-secs` |
 //! | `shutdown` | signals and the drain deadline |
 //! | `observability` | `/metrics`, `/openapi.json`, `/ready` |
+//! | `orders` | `orders-consumer`: the order function behind JetStream, RabbitMQ and HTTP |
 
 mod batch;
 mod cli;
 mod lease;
 pub mod observability;
+pub mod orders;
 mod payments;
 mod shutdown;
 
 pub use batch::{run_batch, Batch, BatchItem};
-pub use cli::{usage, Options};
+pub use cli::{flags, usage, Backend, Options, BACKEND_USAGE};
 pub use lease::LeaseOverride;
 pub use payments::{
     failure_body, retry_after, NewPayment, Payment, Payments, IDEMPOTENCY_TABLE, PAYMENTS_TABLE,

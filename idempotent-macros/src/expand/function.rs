@@ -229,7 +229,17 @@ fn fingerprint(item: &ItemFn, opts: &Options) -> TokenStream {
             vec![quote! { #callee #args; }]
         }
         None => {
-            let store = opts.store.as_ref().map(|s| s.to_token_stream().to_string());
+            // The store handle: the argument the `store` expression starts
+            // from (`store = idem`, `store = app.idempotency`).
+            let store = opts.store.as_ref().and_then(|s| {
+                s.to_token_stream()
+                    .into_iter()
+                    .next()
+                    .and_then(|t| match t {
+                        TokenTree::Ident(i) => Some(i.to_string()),
+                        _ => None,
+                    })
+            });
             item.sig
                 .inputs
                 .iter()
