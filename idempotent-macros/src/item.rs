@@ -111,7 +111,7 @@ impl ItemFn {
         match door {
             Door::Axum | Door::Actix => errors.extend(self.check_handler()),
             Door::Function => errors.extend(self.check_function()),
-            Door::Tonic => {}
+            Door::Tonic => errors.extend(self.check_tonic()),
         }
         errors
     }
@@ -258,6 +258,96 @@ fn single_type_argument(segment: &syn::PathSegment) -> Option<&Type> {
         GenericArgument::Type(t) => Some(t),
         _ => None,
     })
+}
+
+impl ItemFn {
+    /// A unary tonic method: `(&self, request: Request<T>) -> Result<Response<U>,
+    /// Status>`, and optionally a `Tx` the runtime hands over; streaming is
+    /// refused.
+    fn check_tonic(&self) -> Vec<syn::Error> {
+        let mut errors = Vec::new();
+        let requests: Vec<&syn::PatType> = self
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|a| match a {
+                FnArg::Typed(t) if !is_tx(&t.ty) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let shape = "a unary tonic method: `async fn method(&self, request: Request<T>) -> Result<Response<U>, Status>`";
+        match requests.as_slice() {
+            [request] => match last_segment(&request.ty) {
+                Some(s) if s.ident == "Request" => {
+                    if single_type_argument(s)
+                        .is_some_and(|t| mentions(t.to_token_stream(), "Streaming"))
+                    {
+                        errors.push(syn::Error::new_spanned(
+                            &request.ty,
+                            "`#[idempotent]` takes unary methods: a client-streaming request (`Request<Streaming<T>>`) has no one message to fingerprint and replay",
+                        ));
+                    }
+                }
+                _ => errors.push(syn::Error::new_spanned(
+                    &request.ty,
+                    format!("`#[idempotent]` expects {shape}; this argument is not a `Request<T>`"),
+                )),
+            },
+            _ => errors.push(syn::Error::new_spanned(
+                &self.sig.inputs,
+                format!("`#[idempotent]` expects {shape} (and, optionally, a `Tx`)"),
+            )),
+        }
+        let output = match self.async_trait() {
+            Some(body) => Some(body.output),
+            None => match &self.sig.output {
+                ReturnType::Type(_, ty) => Some((**ty).clone()),
+                ReturnType::Default => None,
+            },
+        };
+        let response = output.as_ref().and_then(|o| {
+            let ok = last_segment(o)
+                .filter(|s| s.ident == "Result")
+                .and_then(single_type_argument)?;
+            last_segment(ok)
+                .filter(|s| s.ident == "Response")
+                .and_then(single_type_argument)
+        });
+        match (response, &output) {
+            (Some(reply), _) => {
+                let tokens = reply.to_token_stream();
+                let streaming = matches!(reply, Type::Path(p) if p.qself.is_some()
+                    || p.path.segments.first().is_some_and(|s| s.ident == "Self"))
+                    || mentions(tokens, "Stream")
+                    || mentions(reply.to_token_stream(), "impl");
+                if streaming {
+                    errors.push(syn::Error::new_spanned(
+                        reply,
+                        "`#[idempotent]` takes unary methods: a server-streaming reply has no one message to store and replay",
+                    ));
+                }
+            }
+            (None, Some(o)) => errors.push(syn::Error::new_spanned(
+                o,
+                format!("`#[idempotent]` expects {shape}; this does not return `Result<Response<U>, Status>`"),
+            )),
+            (None, None) => errors.push(syn::Error::new(
+                self.sig.paren_token.span.join(),
+                format!("`#[idempotent]` expects {shape}; this returns nothing"),
+            )),
+        }
+        errors
+    }
+}
+
+/// The last segment of a path type.
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        Type::Group(g) => last_segment(&g.elem),
+        Type::Paren(p) => last_segment(&p.elem),
+        _ => None,
+    }
 }
 
 /// The body with its inner attributes (`#![...]`) re-emitted as syn prints

@@ -47,6 +47,16 @@ pub fn idempotent_function(attr: TokenStream, item: TokenStream) -> TokenStream 
     expand_attr(attr.into(), item.into(), Door::Function).into()
 }
 
+/// `#[idempotent]` for unary tonic methods; use it as
+/// `idempotent_runtime::tonic::idempotent`.
+///
+#[doc = include_str!("../doc/tonic.md")]
+#[doc = include_str!("../doc/arguments.md")]
+#[proc_macro_attribute]
+pub fn idempotent_tonic(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_attr(attr.into(), item.into(), Door::Tonic).into()
+}
+
 /// `idempotent_runtime::idempotent` with the `axum` feature alone: a
 /// function's attribute when it names a `key`, else an axum handler's.
 ///

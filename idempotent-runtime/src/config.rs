@@ -215,6 +215,13 @@ impl HandlerConfig {
         Self::new(scope).cache(CachePolicy::Success)
     }
 
+    /// The defaults of a unary tonic method: as [`new`](Self::new), its
+    /// scope the method's full gRPC path (`/package.Service/Method`), read
+    /// from the request.
+    pub const fn for_grpc_method() -> Self {
+        Self::new("")
+    }
+
     /// The request header carrying the key. Must be a valid header name in
     /// lowercase (the macro checks and lowercases it for you).
     pub const fn header(mut self, lowercase_name: &'static str) -> Self {

@@ -56,7 +56,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::fingerprint::ValuesFingerprint;
-use crate::lifecycle::{finish_even_if_dropped, Begin, Claimed, Diverted, TxCell};
+use crate::lifecycle::{finish_even_if_dropped, Begin, Claimed, Diverted};
 use crate::problem::Problem;
 use crate::record::DecodeError;
 use crate::store::StoreError;
@@ -402,74 +402,7 @@ pub mod __private {
         }
     }
 
-    /// What the body is given besides its arguments: nothing, or the
-    /// runtime's `Tx` (opened on the Postgres store, committed with the
-    /// record).
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not the runtime's `Tx`",
-        label = "a function's `Tx` argument is handed over by the runtime",
-        note = "take `idempotent_runtime::tx::Tx` (feature `postgres`) to write in the transaction the record commits in"
-    )]
-    pub trait BodyArg: Sized {
-        /// Prepares for a call on `runtime` (before the claim).
-        fn prepare(runtime: &Idempotency) -> Result<Slot, Problem>;
-        /// The value, once the key is claimed.
-        fn make(slot: Slot) -> Result<Self, Problem>;
-    }
-
-    /// Where a body's `Tx` comes from.
-    pub struct Slot {
-        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-        runtime: Idempotency,
-        cell: Option<Arc<TxCell>>,
-    }
-
-    impl BodyArg for () {
-        fn prepare(runtime: &Idempotency) -> Result<Slot, Problem> {
-            Ok(Slot {
-                runtime: runtime.clone(),
-                cell: None,
-            })
-        }
-        fn make(_: Slot) -> Result<(), Problem> {
-            Ok(())
-        }
-    }
-
-    #[cfg(feature = "postgres")]
-    impl BodyArg for crate::tx::Tx {
-        fn prepare(runtime: &Idempotency) -> Result<Slot, Problem> {
-            if runtime.postgres().is_none() {
-                return Err(Problem::no_transactional_store());
-            }
-            Ok(Slot {
-                runtime: runtime.clone(),
-                cell: Some(Arc::default()),
-            })
-        }
-        fn make(slot: Slot) -> Result<Self, Problem> {
-            let cell = slot.cell.unwrap_or_default();
-            crate::tx::Tx::new(&slot.runtime, || cell)
-        }
-    }
-
-    /// A `Tx` where the store has one (the Postgres store), else `None`: one
-    /// function for every store.
-    #[cfg(feature = "postgres")]
-    impl BodyArg for Option<crate::tx::Tx> {
-        fn prepare(runtime: &Idempotency) -> Result<Slot, Problem> {
-            Ok(Slot {
-                runtime: runtime.clone(),
-                cell: runtime.postgres().map(|_| Arc::default()),
-            })
-        }
-        fn make(slot: Slot) -> Result<Self, Problem> {
-            match slot.cell {
-                Some(cell) => crate::tx::Tx::new(&slot.runtime, || cell).map(Some),
-                None => Ok(None),
-            }
-        }
-    }
+    pub use crate::handed::{BodyArg, Slot};
 
     /// Runs a call whose body borrows from its caller: in the caller's
     /// future, so a caller that stops waiting releases the claim.
@@ -591,10 +524,7 @@ pub mod __private {
             .unwrap_or_else(|| Fingerprint::of_bytes(b""));
         let slot = A::prepare(&runtime)?;
         let id = RecordId::new_static(config.scope, None, &key);
-        match runtime
-            .begin(config, id, fingerprint, slot.cell.clone())
-            .await
-        {
+        match runtime.begin(config, id, fingerprint, slot.cell()).await {
             Begin::Refuse(p) => Err(p),
             Begin::Replay(stored) => {
                 observed(Execution::Replayed);

@@ -52,6 +52,7 @@ mod config;
 mod error;
 mod fingerprint;
 pub mod function;
+mod handed;
 mod key;
 mod lifecycle;
 #[cfg(feature = "metrics")]
@@ -68,7 +69,9 @@ pub mod tx;
 pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
-#[cfg(feature = "axum")]
+#[cfg(feature = "tonic")]
+pub mod tonic;
+#[cfg(any(feature = "axum", feature = "tonic"))]
 mod tower;
 
 pub use config::{
@@ -145,6 +148,12 @@ pub mod __private {
         };
     }
     pub use crate::__require_postgres_for_tx as require_postgres_for_tx;
+
+    /// The tonic side of generated methods.
+    #[cfg(feature = "tonic")]
+    pub mod tonic {
+        pub use crate::tonic::__private::*;
+    }
 
     /// The axum side of generated handlers.
     #[cfg(feature = "axum")]

@@ -67,8 +67,29 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.idempotency.clone());
+        #[cfg(feature = "tonic")]
+        if let Some(path) = grpc_path(&req) {
+            req.extensions_mut().insert(path);
+        }
         self.inner.call(req)
     }
+}
+
+/// The path of a gRPC request (`/package.Service/Method`), which tonic does
+/// not hand its methods: put in the extensions by [`IdempotencyService`] for
+/// the tonic door (the default scope, and which descriptor fingerprints the
+/// message).
+#[cfg(feature = "tonic")]
+#[derive(Clone, Debug)]
+pub(crate) struct GrpcPath(pub(crate) String);
+
+#[cfg(feature = "tonic")]
+fn grpc_path<B>(req: &http::Request<B>) -> Option<GrpcPath> {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    grpc.then(|| GrpcPath(req.uri().path().to_owned()))
 }
 
 /// The runtime of a request: the one its [`IdempotencyLayer`] installed,

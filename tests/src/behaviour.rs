@@ -21,7 +21,7 @@ pub fn executions(tag: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn count(tag: &str) -> u64 {
+pub(crate) fn count(tag: &str) -> u64 {
     let mut m = EXECUTIONS.lock().unwrap_or_else(|e| e.into_inner());
     let n = m.entry(tag.to_owned()).or_default();
     *n += 1;

@@ -67,6 +67,13 @@ macro_rules! function_cases {
     };
 }
 
+/// The cases of the gRPC suite ([`grpc_cases`]).
+macro_rules! grpc_cases {
+    ($($cases:tt)*) => {
+        suite_cases!(($) __grpc_case_list => grpc_suite; $($cases)*);
+    };
+}
+
 /// The cases of the store contract ([`contract`]).
 macro_rules! contract_cases {
     ($($cases:tt)*) => {
@@ -80,6 +87,8 @@ pub mod behaviour;
 pub mod cases;
 pub mod contract;
 pub mod functions;
+pub mod grpc_app;
+pub mod grpc_cases;
 pub mod observed;
 pub mod outage;
 pub mod postgres_server;
@@ -450,6 +459,36 @@ macro_rules! function_suite {
                     return;
                 };
                 $crate::functions::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Declares the gRPC suite for one store: one `#[tokio::test]` per case of
+/// [`grpc_cases`], each over a tonic app of its own on that store.
+#[macro_export]
+macro_rules! grpc_suite {
+    ($store:ty) => {
+        $crate::__grpc_case_list!($store);
+
+        #[test]
+        fn every_case_is_in_the_suite() {
+            $crate::assert_every_case_is_listed(
+                "tests/src/grpc_cases.rs",
+                $crate::grpc_cases::SOURCE,
+                $crate::grpc_cases::NAMES,
+            );
+        }
+    };
+    (@cases $store:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(store) = <$store as $crate::StoreFactory>::make().await else {
+                    return;
+                };
+                let env = $crate::grpc_app::GrpcEnv::start(store, ::idempotent_runtime::Limits::default()).await;
+                $crate::grpc_cases::$case(&env).await;
             }
         )*
     };

@@ -151,7 +151,7 @@ pub(super) fn expand(item: ItemFn, opts: Options) -> TokenStream {
 }
 
 /// `T` and `E` of a return type written `Result<T, E>`.
-fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
+pub(super) fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
@@ -299,7 +299,7 @@ fn borrows(ty: &Type) -> bool {
 
 /// The body's inner attributes (`#![...]`), which go on the function, and
 /// the body without them.
-fn split_inner_attributes(body: Group) -> (Vec<Attribute>, Group) {
+pub(super) fn split_inner_attributes(body: Group) -> (Vec<Attribute>, Group) {
     let parser = |input: syn::parse::ParseStream<'_>| {
         let attrs = input.call(Attribute::parse_inner)?;
         let rest: TokenStream = input.parse()?;

@@ -11,6 +11,7 @@
 mod actix;
 mod axum;
 mod function;
+mod tonic;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -27,8 +28,7 @@ pub(crate) fn expand(item: ItemFn, opts: Options, door: Door) -> TokenStream {
         Door::Axum => handler(item, opts, door, axum::generate),
         Door::Actix => handler(item, opts, door, actix::generate),
         Door::Function => function::expand(item, opts),
-        // Refused before expansion until the tonic door lands.
-        Door::Tonic => item.without_variadic(),
+        Door::Tonic => tonic::expand(item, opts),
     }
 }
 
@@ -315,12 +315,11 @@ fn config_tokens(opts: &Options, fn_name: &str, transactional: bool, door: Door)
     if transactional {
         setters.push(quote! { .transactional(true) });
     }
-    let new = match door {
-        Door::Function => quote! { for_function },
-        _ => quote! { new },
-    };
-    quote! {
-        #p::HandlerConfig::#new(#scope) #(#setters)*
+    match (door, &opts.scope) {
+        (Door::Function, _) => quote! { #p::HandlerConfig::for_function(#scope) #(#setters)* },
+        // The method's full path, known from the request.
+        (Door::Tonic, None) => quote! { #p::HandlerConfig::for_grpc_method() #(#setters)* },
+        _ => quote! { #p::HandlerConfig::new(#scope) #(#setters)* },
     }
 }
 

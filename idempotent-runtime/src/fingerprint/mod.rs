@@ -59,6 +59,19 @@ impl Fingerprint {
         Self(h.finalize().into())
     }
 
+    /// The fingerprint of a gRPC request: its method's path and its
+    /// message's (canonical) encoding.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn of_grpc(path: &str, message: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"idempotent/grpc/1\0");
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path.as_bytes());
+        h.update((message.len() as u64).to_le_bytes());
+        h.update(message);
+        Self(h.finalize().into())
+    }
+
     /// The fingerprint of arbitrary bytes, for the plain API (a batch item's own
     /// payload, say).
     pub fn of_bytes(bytes: &[u8]) -> Self {

@@ -34,15 +34,29 @@ impl Idempotency {
         config: &HandlerConfig,
         head: &RequestHead<'_>,
     ) -> Result<Option<RecordId>, Problem> {
+        self.identify_with(config, head, None)
+    }
+
+    /// As [`identify`](Self::identify), with the key given (`Some`: taken
+    /// from the request's message, say) rather than read from the header.
+    pub(crate) fn identify_with(
+        &self,
+        config: &HandlerConfig,
+        head: &RequestHead<'_>,
+        given: Option<&[u8]>,
+    ) -> Result<Option<RecordId>, Problem> {
         let started = Instant::now();
         // A refusal here is the request's one event, as later ones are.
         let refuse = |outcome: &'static str, problem: Problem| {
             trace(config, outcome, started);
             problem
         };
-        let raw = head
-            .header_bytes(config.header)
-            .map_err(|_| refuse("invalid_key", Problem::repeated_key(config.header)))?;
+        let raw = match given {
+            Some(raw) => Some(raw),
+            None => head
+                .header_bytes(config.header)
+                .map_err(|_| refuse("invalid_key", Problem::repeated_key(config.header)))?,
+        };
         let Some(raw) = raw else {
             return if config.required {
                 Err(refuse("missing_key", Problem::missing_key(config.header)))

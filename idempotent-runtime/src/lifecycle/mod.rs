@@ -50,7 +50,7 @@ use crate::config::HandlerConfig;
 /// The one tracing event per request: its outcome, scope and time taken
 /// (never the key). With the `metrics` feature, the same event counts in
 /// `idempotent_requests_total` (see [`crate::metrics`] for every outcome).
-fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
+pub(crate) fn trace(config: &HandlerConfig, outcome: &'static str, started: Instant) {
     tracing::info!(
         target: "idempotent",
         scope = config.scope,
