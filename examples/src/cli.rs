@@ -107,7 +107,12 @@ pub fn usage(program: &str) -> String {
 impl Options {
     /// Parses `std::env::args()`; `Err` is a message for stderr.
     pub fn from_args(program: &str) -> Result<Options, String> {
-        let mut listen = "127.0.0.1:3000".to_owned();
+        Self::from_args_listening(program, "127.0.0.1:3000")
+    }
+
+    /// As [`from_args`](Self::from_args), `--listen` defaulting to `listen`.
+    pub fn from_args_listening(program: &str, listen: &str) -> Result<Options, String> {
+        let mut listen = listen.to_owned();
         let mut backend = Backend::default();
         for (flag, value) in flags(&usage(program))? {
             let slot = match flag.as_str() {

@@ -1,0 +1,13 @@
+use idempotent_runtime::tonic::idempotent;
+use tonic::{Request, Response, Status};
+
+pub struct Payments;
+
+impl Payments {
+    #[idempotent(fingerprint = request.get_ref())]
+    pub async fn create(&self, request: Request<u64>) -> Result<Response<u64>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+}
+
+fn main() {}
