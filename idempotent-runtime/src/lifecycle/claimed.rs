@@ -83,6 +83,7 @@ impl Claimed {
 
     /// A claim that is the handler's own transaction, begun and holding the
     /// key's lock, in `cell` (the handler's `Tx` takes it from there).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(super) fn in_transaction(
         idempotency: Idempotency,
         id: RecordId,

@@ -20,6 +20,7 @@ use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What became of a record written in the handler's transaction.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum Completion {
     /// Written, and committed with the handler's writes.
     Written,
@@ -72,6 +73,7 @@ enum TxState {
     Adopted,
     /// The life cycle began the transaction (it is the claim): the
     /// handler's `Tx` takes it on first use.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Ready(Box<dyn OpenTx>),
     /// The handler's `Tx` holds a live transaction.
     Live,
@@ -106,6 +108,7 @@ impl TxCell {
 
     /// The life cycle takes charge of the transaction it began (the claim):
     /// the handler's `Tx` takes it on first use.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn adopt_begun(&self, tx: Box<dyn OpenTx>) {
         *self.state() = TxState::Ready(tx);
     }
