@@ -115,10 +115,12 @@ async fn prepare(
     let idempotency = idempotency_of(req).map_err(problem_response)?;
     let query = Some(req.query_string()).filter(|q| !q.is_empty());
     let head = RequestHead::new(req.method().as_str(), req.path(), query, req.headers());
+    // actix-web reads (and drops) what a handler left of a body before it
+    // closes the connection, so a refused request's body is simply left.
     let (ctx, body) =
         Exchange::prepare(idempotency, config, &head, || tx_cell(req), payload, |p| p)
             .await
-            .map_err(problem_response)?;
+            .map_err(|refused| problem_response(refused.problem))?;
     let payload = match body {
         Prepared::Untouched(payload) => payload,
         Prepared::Buffered(bytes) => Payload::from(bytes),

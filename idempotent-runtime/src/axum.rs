@@ -35,8 +35,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{HandlerConfig, RequestHead};
 use crate::lifecycle::{
-    finish_even_if_dropped, is_safe_method, Body as Prepared, Exchange, Framework, ResponsePolicy,
-    Step,
+    drain_in_background, finish_even_if_dropped, is_safe_method, Body as Prepared, Exchange,
+    Framework, Refused, ResponsePolicy, Step, Unread,
 };
 use crate::problem::{self, Problem};
 use crate::tower::{idempotency_of, tx_cell};
@@ -234,6 +234,7 @@ async fn prepare(
     // `?` with nothing after it is no query, as on actix.
     let query = uri.query().filter(|q| !q.is_empty());
     let head = RequestHead::new(parts.method.as_str(), uri.path(), query, &parts.headers);
+    let expects_continue = Exchange::expects_continue(&head);
     let extensions = &mut parts.extensions;
     let prepared = Exchange::prepare(
         idempotency,
@@ -249,16 +250,27 @@ async fn prepare(
         Ok((ctx, Prepared::Buffered(bytes))) => {
             Ok((ctx, Request::from_parts(parts, Body::from(bytes))))
         }
-        Err(problem) => {
-            let unread = matches!(problem.kind, "request-too-large" | "request-unreadable");
+        Err(Refused { problem, unread }) => {
             let mut response = problem.into_response();
-            if unread {
-                // The rest of the body is left unread, so hyper closes the
-                // connection after this answer: say so, or a keep-alive
-                // client sends its next request into a closing connection.
+            let rest = match unread {
+                Unread::Body(body) if !http_body::Body::is_end_stream(&body) => {
+                    Some(body.into_data_stream())
+                }
+                Unread::Rest(rest) => Some(rest),
+                Unread::Body(_) | Unread::Nothing => None,
+            };
+            if let Some(rest) = rest {
+                // Left unread, the body keeps the connection from being
+                // used again: hyper closes it after this answer. Say so, or
+                // a keep-alive client sends its next request into it; and let
+                // the client finish sending first (unless it waits for a
+                // go-ahead, which it must not get).
                 response
                     .headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                if !expects_continue {
+                    drain_in_background(rest);
+                }
             }
             Err(response)
         }

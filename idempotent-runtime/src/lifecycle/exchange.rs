@@ -53,6 +53,25 @@ pub(crate) enum Body<B> {
     Buffered(Bytes),
 }
 
+/// A request refused before its body was read whole: the problem, and what
+/// is left of the body, which the adapter may drain (bounded) so that a
+/// client that writes its whole body before reading gets to read the answer
+/// (see [`Unread`]).
+pub(crate) struct Refused<B, S> {
+    pub(crate) problem: Problem,
+    pub(crate) unread: Unread<B, S>,
+}
+
+/// What is left of a refused request's body.
+pub(crate) enum Unread<B, S> {
+    /// None of it was read.
+    Body(B),
+    /// Part of it was read (past the limit).
+    Rest(S),
+    /// Nothing is left (it ended, or failed).
+    Nothing,
+}
+
 /// A request's place in the life cycle, from its key to its answer.
 pub(crate) struct Exchange {
     idempotency: Idempotency,
@@ -101,11 +120,19 @@ impl Exchange {
         tx_cell: impl FnOnce() -> Arc<TxCell>,
         body: B,
         stream: impl FnOnce(B) -> S,
-    ) -> Result<(Exchange, Body<B>), Problem>
+    ) -> Result<(Exchange, Body<B>), Refused<B, S>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let mut exchange = Exchange::identify(idempotency, config, head)?;
+        let mut exchange = match Exchange::identify(idempotency, config, head) {
+            Ok(exchange) => exchange,
+            Err(problem) => {
+                return Err(Refused {
+                    problem,
+                    unread: Unread::Body(body),
+                })
+            }
+        };
         #[cfg(feature = "postgres")]
         if exchange.idempotency.postgres().is_some() {
             exchange.tx = Some(tx_cell());
@@ -118,6 +145,14 @@ impl Exchange {
         let bytes = exchange.read_body(stream(body)).await?;
         exchange.fingerprint(head.method(), head.path(), head.query(), &bytes);
         Ok((exchange, Body::Buffered(bytes)))
+    }
+
+    /// Whether a request asked `Expect: 100-continue`: its client waits for
+    /// a go-ahead before it sends the body, so an early answer must not read
+    /// (and so invite) the body.
+    pub(crate) fn expects_continue(head: &RequestHead<'_>) -> bool {
+        head.header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     }
 
     /// Reads the key (and principal) of a request.
@@ -156,16 +191,16 @@ impl Exchange {
     /// of the body is read, so a client that asked `Expect: 100-continue`
     /// gets no `100 Continue` for a body that would be refused; a body
     /// without one is refused as soon as it passes the limit.
-    async fn read_body<S, E>(&self, mut body: S) -> Result<Bytes, Problem>
+    async fn read_body<B, S, E>(&self, mut body: S) -> Result<Bytes, Refused<B, S>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
         let started = Instant::now();
         let limit = self.idempotency.limits().max_request_body;
         // A refusal here is the request's one event, as later ones are.
-        let refuse = |outcome: &'static str, problem: Problem| {
+        let refuse = |outcome: &'static str, problem: Problem, unread| {
             trace(self.config, outcome, started);
-            Err(problem)
+            Err(Refused { problem, unread })
         };
         if let Ticket::Unread {
             declared_len: Some(n),
@@ -173,18 +208,21 @@ impl Exchange {
         } = self.ticket
         {
             if n > limit as u64 {
-                return refuse("request_too_large", Problem::request_too_large(limit));
+                let problem = Problem::request_too_large(limit);
+                return refuse("request_too_large", problem, Unread::Rest(body));
             }
         }
         let mut chunks = Vec::new();
         let mut len = 0;
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else {
-                return refuse("request_unreadable", Problem::request_unreadable());
+                let problem = Problem::request_unreadable();
+                return refuse("request_unreadable", problem, Unread::Nothing);
             };
             len += chunk.len();
             if len > limit {
-                return refuse("request_too_large", Problem::request_too_large(limit));
+                let problem = Problem::request_too_large(limit);
+                return refuse("request_too_large", problem, Unread::Rest(body));
             }
             chunks.push(chunk);
         }
@@ -269,6 +307,34 @@ async fn plain<X: Framework, H: Future<Output = X::Response>>(
         }
     }
     response
+}
+
+/// How much of a refused request's body is read and dropped, at most, so
+/// that its client (one that writes all of it before reading) can read the
+/// answer: a few MiB or a few seconds, whichever comes first.
+const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused request's body, in a task of
+/// its own, within [`DRAIN_BYTES`] and [`DRAIN_TIME`]: the connection closes
+/// after the answer, and closing while the client still sends would turn
+/// the close into a reset that destroys the answer.
+pub(crate) fn drain_in_background<S, E>(mut rest: S)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let drained = async {
+            let mut read = 0;
+            while let Some(Ok(chunk)) = rest.next().await {
+                read += chunk.len();
+                if read > DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+    });
 }
 
 /// Whether a request method is safe (RFC 9110: `GET`, `HEAD`, `OPTIONS`,

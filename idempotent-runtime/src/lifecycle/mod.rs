@@ -38,7 +38,9 @@ pub(crate) use detach::finish_even_if_dropped;
 pub(crate) use detach::finish_even_if_dropped_local;
 pub use drain::Drained;
 #[cfg(any(feature = "axum", feature = "actix"))]
-pub(crate) use exchange::{is_safe_method, Body, Exchange, Framework, Step};
+pub(crate) use exchange::{
+    drain_in_background, is_safe_method, Body, Exchange, Framework, Refused, Step, Unread,
+};
 pub use handle::{Idempotency, IdempotencyBuilder, NotReady};
 pub use plain::Outcome;
 pub(crate) use transaction::TxCell;
