@@ -139,7 +139,7 @@ impl Backend {
     /// database at `--database-url` (whose tables are created if missing).
     pub async fn backends(&self) -> Result<(Idempotency, Payments), String> {
         match self.store.as_str() {
-            "memory" => Ok((self.runtime(MemoryStore::default()), Payments::default())),
+            "memory" => Ok((self.runtime(MemoryStore::default())?, Payments::default())),
             "postgres" => {
                 let unusable = |e: &dyn std::fmt::Display| {
                     format!("cannot use PostgreSQL at {}: {e}", self.database_url)
@@ -162,7 +162,7 @@ impl Backend {
                 create_payments_table(&pool)
                     .await
                     .map_err(|e| unusable(&e))?;
-                Ok((self.runtime(store), Payments::Postgres(pool)))
+                Ok((self.runtime(store)?, Payments::Postgres(pool)))
             }
             "redis" => {
                 let store = RedisStore::builder(self.redis_url.as_str())
@@ -175,7 +175,7 @@ impl Backend {
                 let conn = redis::aio::ConnectionManager::new(client)
                     .await
                     .map_err(|e| format!("cannot use Redis at {}: {e}", self.redis_url))?;
-                Ok((self.runtime(store), Payments::Redis(conn)))
+                Ok((self.runtime(store)?, Payments::Redis(conn)))
             }
             other => Err(format!(
                 "unknown store `{other}`: expected `memory`, `redis` or `postgres`"
@@ -184,11 +184,22 @@ impl Backend {
     }
 
     /// The runtime over `store`, its claims living `--lease-secs` if given.
-    fn runtime(&self, store: impl Store) -> Idempotency {
-        match self.lease {
-            Some(lease) => Idempotency::new(LeaseOverride::new(store, lease)),
-            None => Idempotency::new(store),
-        }
+    /// In production (`APP_ENV=production`) a store of this process only is
+    /// refused: start-up fails rather than run several instances that do
+    /// not see each other's keys.
+    fn runtime(&self, store: impl Store) -> Result<Idempotency, String> {
+        let builder = match self.lease {
+            Some(lease) => Idempotency::builder(LeaseOverride::new(store, lease)),
+            None => Idempotency::builder(store),
+        };
+        let builder = if std::env::var("APP_ENV").as_deref() == Ok("production") {
+            builder.require_shared_store()
+        } else {
+            builder
+        };
+        builder.try_build().map_err(|e| {
+            format!("APP_ENV=production: {e}; start with `--store redis` or `--store postgres`")
+        })
     }
 }
 

@@ -105,6 +105,10 @@ impl<S: Store> Store for LeaseOverride<S> {
         self.store.subscribe(on_change);
     }
 
+    fn is_process_local(&self) -> bool {
+        self.store.is_process_local()
+    }
+
     fn as_postgres(&self) -> Option<&PostgresStore> {
         self.store.as_postgres()
     }

@@ -313,6 +313,49 @@ fn unreachable_redis_is_a_clear_startup_error() {
     }
 }
 
+/// In production (`APP_ENV=production`) the memory store, whose records
+/// live in one process, is refused at start-up with a message that names
+/// the fix; outside production it starts, and says once that it is
+/// process-local.
+#[test]
+fn production_refuses_a_process_local_store() {
+    for bin in SERVERS {
+        let out = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--store", "memory"])
+            .env("APP_ENV", "production")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("a shared idempotency store is required")
+                && stderr.contains("--store redis"),
+            "{bin}: {stderr}"
+        );
+        let mut running = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--store", "memory"])
+            .env("RUST_LOG", "idempotent=warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(running.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        assert!(first.starts_with("listening on"), "{bin}: {first}");
+        let _ = running.kill();
+        let out = running.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("idempotency records live in this process only"),
+            "{bin}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn unreachable_postgres_is_a_clear_startup_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -81,7 +81,9 @@ pub use config::{
 pub use error::IdempotencyError;
 pub use fingerprint::{Fingerprint, RecordId};
 pub use key::{IdempotencyKey, KeyError, DEFAULT_MAX_KEY_LEN};
-pub use lifecycle::{Drained, Idempotency, IdempotencyBuilder, NotReady, Outcome};
+pub use lifecycle::{
+    Drained, Idempotency, IdempotencyBuilder, NotReady, Outcome, SharedStoreRequired,
+};
 pub use problem::ErrorKind;
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
 

@@ -273,4 +273,8 @@ impl Store for AnyStore {
             _ => None,
         }
     }
+
+    fn is_process_local(&self) -> bool {
+        matches!(self, AnyStore::Memory(_))
+    }
 }

@@ -91,6 +91,30 @@ pub struct IdempotencyBuilder {
     store: Box<dyn DynStore>,
     limits: Limits,
     wait_recheck: Duration,
+    require_shared: bool,
+}
+
+/// [`IdempotencyBuilder::try_build`] refused: the store keeps its records in
+/// this process, and the builder was told to require a shared one.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SharedStoreRequired;
+
+impl std::fmt::Display for SharedStoreRequired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a shared idempotency store is required, but this one keeps its records in this process only: with several instances, duplicates reaching different instances would all run; use the Redis or Postgres store")
+    }
+}
+
+impl std::error::Error for SharedStoreRequired {}
+
+/// The one warning of a process whose records live in it only: said once,
+/// at start-up (the first runtime built over such a store).
+fn warn_process_local() {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(target: "idempotent", "idempotency records live in this process only: with several instances of this service, a duplicate reaching another instance runs again; use the Redis or Postgres store (and `IdempotencyBuilder::require_shared_store` to refuse starting without one)");
+    }
 }
 
 impl IdempotencyBuilder {
@@ -108,18 +132,62 @@ impl IdempotencyBuilder {
         self
     }
 
+    /// Makes [`try_build`](Self::try_build) refuse a store whose records
+    /// live in this process only (the memory store): for services that run
+    /// several instances, where such a store would let a duplicate that
+    /// reaches another instance run again. Start-up then fails, saying so,
+    /// instead of the service running without cross-instance protection.
+    pub fn require_shared_store(mut self) -> Self {
+        self.require_shared = true;
+        self
+    }
+
+    /// Builds the runtime, or refuses a process-local store if
+    /// [`require_shared_store`](Self::require_shared_store) asked.
+    ///
+    /// ```
+    /// use idempotent_runtime::Idempotency;
+    /// use idempotent_runtime::store::memory::MemoryStore;
+    ///
+    /// let refused = Idempotency::builder(MemoryStore::default())
+    ///     .require_shared_store()
+    ///     .try_build();
+    /// assert!(refused.is_err());
+    /// ```
+    pub fn try_build(self) -> Result<Idempotency, SharedStoreRequired> {
+        if self.require_shared && self.store.is_process_local() {
+            return Err(SharedStoreRequired);
+        }
+        Ok(self.build_unchecked())
+    }
+
     /// Builds the runtime.
     ///
     /// From then on, an `#[idempotent]` handler that finds no installed
     /// runtime answers 500 `no-store` instead of quietly using the
     /// process-wide default: an app that configures its own store must not
     /// have handlers that bypass it.
+    ///
+    /// Over a store whose records live in this process only, says so once,
+    /// as a warning. With
+    /// [`require_shared_store`](Self::require_shared_store), panics over such
+    /// a store: use [`try_build`](Self::try_build) to handle it.
     pub fn build(self) -> Idempotency {
+        match self.try_build() {
+            Ok(idempotency) => idempotency,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn build_unchecked(self) -> Idempotency {
         EXPLICIT.store(true, Ordering::Relaxed);
         self.build_default()
     }
 
     fn build_default(self) -> Idempotency {
+        if self.store.is_process_local() {
+            warn_process_local();
+        }
         let notify: Arc<[Notify]> = (0..NOTIFY_SLOTS).map(|_| Notify::new()).collect();
         let slots = notify.clone();
         self.store.subscribe(Arc::new(move |digest: &[u8; 32]| {
@@ -150,6 +218,7 @@ impl Idempotency {
             store: Box::new(store),
             limits: Limits::default(),
             wait_recheck: WAIT_RECHECK,
+            require_shared: false,
         }
     }
 

@@ -41,7 +41,7 @@ pub use drain::Drained;
 pub(crate) use exchange::{
     drain_in_background, is_safe_method, Body, Exchange, Framework, Refused, Step, Unread,
 };
-pub use handle::{Idempotency, IdempotencyBuilder, NotReady};
+pub use handle::{Idempotency, IdempotencyBuilder, NotReady, SharedStoreRequired};
 pub use plain::Outcome;
 pub(crate) use transaction::TxCell;
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]

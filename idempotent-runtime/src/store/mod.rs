@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = on_change;
     }
 
+    /// Whether its records live in this process only (the memory store), so
+    /// that several instances of a service do not see each other's keys. A
+    /// store wrapping another forwards this. The default: shared.
+    fn is_process_local(&self) -> bool {
+        false
+    }
+
     /// The Postgres store this is, or wraps: handlers taking
     /// [`Tx`](crate::tx::Tx) write through its database. A store that wraps
     /// another forwards this. The default: none.
@@ -205,6 +212,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn watch<'a>(&'a self, id: &'a RecordId, for_: Duration) -> BoxFut<'a, ()>;
     fn ping(&self) -> BoxFut<'_, ()>;
     fn subscribe(&self, on_change: ChangeListener);
+    fn is_process_local(&self) -> bool;
     #[cfg(feature = "postgres")]
     fn as_postgres(&self) -> Option<&postgres::PostgresStore>;
 }
@@ -281,6 +289,9 @@ impl<S: Store> DynStore for S {
     }
     fn subscribe(&self, on_change: ChangeListener) {
         Store::subscribe(self, on_change);
+    }
+    fn is_process_local(&self) -> bool {
+        Store::is_process_local(self)
     }
     #[cfg(feature = "postgres")]
     fn as_postgres(&self) -> Option<&postgres::PostgresStore> {

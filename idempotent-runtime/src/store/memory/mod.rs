@@ -493,6 +493,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn is_process_local(&self) -> bool {
+        true
+    }
+
     fn claim(
         &self,
         id: &RecordId,
