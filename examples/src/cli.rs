@@ -192,6 +192,11 @@ impl Backend {
             Some(lease) => Idempotency::builder(LeaseOverride::new(store, lease)),
             None => Idempotency::builder(store),
         };
+        let builder = match key_ring()? {
+            #[cfg(feature = "encryption")]
+            Some(ring) => builder.encryption(ring),
+            _ => builder,
+        };
         let builder = if std::env::var("APP_ENV").as_deref() == Ok("production") {
             builder.require_shared_store()
         } else {
@@ -200,6 +205,35 @@ impl Backend {
         builder.try_build().map_err(|e| {
             format!("APP_ENV=production: {e}; start with `--store redis` or `--store postgres`")
         })
+    }
+}
+
+/// Where the servers read their encryption keys: `ID:HEX64[,ID:HEX64…]`,
+/// key ids and 32-byte keys in hex; the first seals, all open.
+const ENCRYPTION_KEYS: &str = "IDEMPOTENT_ENCRYPTION_KEYS";
+
+/// The key ring of [`ENCRYPTION_KEYS`]: `None` when it is unset (stored
+/// responses stay plaintext). Set in a build without the `encryption`
+/// feature, start-up fails rather than store plaintext it was told to seal.
+#[cfg(feature = "encryption")]
+fn key_ring() -> Result<Option<idempotent_runtime::KeyRing>, String> {
+    match std::env::var(ENCRYPTION_KEYS) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{ENCRYPTION_KEYS} is not UTF-8")),
+        Ok(spec) => spec
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{ENCRYPTION_KEYS}: {e}")),
+    }
+}
+
+#[cfg(not(feature = "encryption"))]
+fn key_ring() -> Result<Option<std::convert::Infallible>, String> {
+    match std::env::var_os(ENCRYPTION_KEYS) {
+        None => Ok(None),
+        Some(_) => Err(format!(
+            "{ENCRYPTION_KEYS} is set, but this build has no `encryption` feature: build with `--features encryption`"
+        )),
     }
 }
 

@@ -43,6 +43,8 @@
 //!   `metrics` facade, named in one table.
 //! - `openapi` (feature `openapi`): what an idempotent operation adds to an
 //!   OpenAPI document (utoipa).
+//! - `KeyRing` (feature `encryption`): stored responses sealed at rest, see
+//!   `IdempotencyBuilder::encryption`.
 #![warn(missing_docs)]
 // Request parsing helpers are used by the adapters only.
 #![cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
@@ -61,6 +63,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 mod record;
+mod seal;
 pub mod store;
 #[cfg(feature = "postgres")]
 pub mod tx;
@@ -86,6 +89,8 @@ pub use lifecycle::{
 };
 pub use problem::ErrorKind;
 pub use record::{DecodeError, OwnerToken, Record, StoredResponse, RECORD_FORMAT_VERSION};
+#[cfg(feature = "encryption")]
+pub use seal::{KeyRing, KeyRingError};
 
 /// Makes an `async fn` idempotent (see the `axum` variant of this item).
 #[cfg(all(feature = "macros", feature = "axum", feature = "actix"))]

@@ -28,7 +28,8 @@
 //! | `missing_principal` | had no principal, and the handler scopes keys by principal | 400 |
 //! | `request_too_large` | had a body over the fingerprinting limit | 413 |
 //! | `request_unreadable` | had a body that could not be read | 400 |
-//! | `store_error` | could not be claimed or committed: the store failed | 503 (or 500) |
+//! | `store_error` | could not be claimed or committed: the store failed | 503 |
+//! | `record_unreadable` | found a record it cannot read: corrupt, altered, or sealed under a key it does not hold; the handler does not run | 500 |
 //! | `shutting_down` | arrived while the runtime drains | 503 |
 //! | `panicked` | ran a handler that panicked; the key released | 500 |
 //! | `lease_lost` | ran the handler, but its claim was taken over; its transaction rolled back | 409 |
@@ -136,6 +137,7 @@ const OUTCOMES: &[&str] = &[
     "request_too_large",
     "request_unreadable",
     "store_error",
+    "record_unreadable",
     "shutting_down",
     "panicked",
     "lease_lost",

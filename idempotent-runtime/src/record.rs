@@ -190,23 +190,7 @@ impl Record {
                 out.reserve(response.weight());
                 out.push(TAG_COMPLETED);
                 out.extend_from_slice(&fingerprint.0);
-                out.extend_from_slice(&response.status.to_le_bytes());
-                out.push(if response.body.is_some() {
-                    FLAG_BODY
-                } else {
-                    0
-                });
-                put_len(&mut out, response.headers.len());
-                for (name, value) in &response.headers {
-                    put_len(&mut out, name.len());
-                    out.extend_from_slice(name.as_bytes());
-                    put_len(&mut out, value.len());
-                    out.extend_from_slice(value);
-                }
-                if let Some(body) = &response.body {
-                    put_len(&mut out, body.len());
-                    out.extend_from_slice(body);
-                }
+                response.encode_into(&mut out);
             }
         }
         out
@@ -233,47 +217,81 @@ impl Record {
                 fingerprint,
                 owner: OwnerToken::from_bytes(r.array::<16>()?),
             },
-            TAG_COMPLETED => {
-                let status = u16::from_le_bytes(r.array::<2>()?);
-                if !(100..=999).contains(&status) {
-                    return Err(DecodeError("status code out of range"));
-                }
-                let flags = r.byte()?;
-                if flags & !FLAG_BODY != 0 {
-                    return Err(DecodeError("unknown flags"));
-                }
-                let count = r.len()?;
-                let mut headers = Vec::with_capacity(count.min(64));
-                for _ in 0..count {
-                    let n = r.len()?;
-                    let name = std::str::from_utf8(r.take(n)?)
-                        .map_err(|_| DecodeError("header name is not UTF-8"))?
-                        .to_owned();
-                    let n = r.len()?;
-                    let value = Bytes::copy_from_slice(r.take(n)?);
-                    headers.push((name, value));
-                }
-                let body = if flags & FLAG_BODY != 0 {
-                    let n = r.len()?;
-                    Some(Bytes::copy_from_slice(r.take(n)?))
-                } else {
-                    None
-                };
-                Record::Completed {
-                    fingerprint,
-                    response: Arc::new(StoredResponse {
-                        status,
-                        headers,
-                        body,
-                    }),
-                }
-            }
+            TAG_COMPLETED => Record::Completed {
+                fingerprint,
+                response: Arc::new(StoredResponse::decode_from(&mut r)?),
+            },
             _ => return Err(DecodeError("unknown record kind")),
         };
         if !r.0.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
         Ok(record)
+    }
+}
+
+impl StoredResponse {
+    /// Appends the response's encoding (the part of a completed record after
+    /// its fingerprint): status, flags, headers, then the body.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.push(if self.body.is_some() { FLAG_BODY } else { 0 });
+        put_len(out, self.headers.len());
+        for (name, value) in &self.headers {
+            put_len(out, name.len());
+            out.extend_from_slice(name.as_bytes());
+            put_len(out, value.len());
+            out.extend_from_slice(value);
+        }
+        if let Some(body) = &self.body {
+            put_len(out, body.len());
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Decodes what [`encode_into`](Self::encode_into) wrote, and nothing
+    /// after it.
+    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let response = Self::decode_from(&mut r)?;
+        match r.0 {
+            [] => Ok(response),
+            _ => Err(DecodeError("trailing bytes")),
+        }
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let status = u16::from_le_bytes(r.array::<2>()?);
+        if !(100..=999).contains(&status) {
+            return Err(DecodeError("status code out of range"));
+        }
+        let flags = r.byte()?;
+        if flags & !FLAG_BODY != 0 {
+            return Err(DecodeError("unknown flags"));
+        }
+        let count = r.len()?;
+        let mut headers = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let n = r.len()?;
+            let name = std::str::from_utf8(r.take(n)?)
+                .map_err(|_| DecodeError("header name is not UTF-8"))?
+                .to_owned();
+            let n = r.len()?;
+            let value = Bytes::copy_from_slice(r.take(n)?);
+            headers.push((name, value));
+        }
+        let body = if flags & FLAG_BODY != 0 {
+            let n = r.len()?;
+            Some(Bytes::copy_from_slice(r.take(n)?))
+        } else {
+            None
+        };
+        Ok(StoredResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

@@ -31,9 +31,15 @@ impl Drop for Running {
 /// Starts `bin` on a free loopback port with `args`, and waits for its
 /// `listening on ADDR` line.
 pub(crate) fn start(bin: &str, args: &[&str]) -> Running {
+    start_with_env(bin, args, &[])
+}
+
+/// As [`start`], with environment variables `env` set.
+pub(crate) fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");

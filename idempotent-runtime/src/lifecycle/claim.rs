@@ -146,7 +146,7 @@ impl Idempotency {
                     if matches!(e, StoreError::Timeout | StoreError::Unavailable(_)) {
                         self.release_in_background(id.clone(), owner, config.lease);
                     }
-                    trace(config, "store_error", started);
+                    trace(config, store_outcome(&e), started);
                     return Begin::Refuse(Problem::store(&e));
                 }
             };
@@ -162,11 +162,7 @@ impl Idempotency {
             }
             match record {
                 Record::Completed { response, .. } => {
-                    trace(config, "replayed", started);
-                    return match response.body {
-                        Some(_) => Begin::Replay(response),
-                        None => Begin::Refuse(Problem::response_not_stored(response.status)),
-                    };
+                    return self.replay(config, &id, response, started);
                 }
                 Record::InProgress { .. } | Record::Running => {
                     let now = Instant::now();
@@ -234,7 +230,7 @@ impl Idempotency {
                 }
                 Ok(TxClaim::Existing(record)) => record,
                 Err(e) => {
-                    trace(config, "store_error", started);
+                    trace(config, store_outcome(&e), started);
                     return Begin::Refuse(Problem::store(&e));
                 }
             };
@@ -244,11 +240,7 @@ impl Idempotency {
             }
             match record {
                 Record::Completed { response, .. } => {
-                    trace(config, "replayed", started);
-                    return match response.body {
-                        Some(_) => Begin::Replay(response),
-                        None => Begin::Refuse(Problem::response_not_stored(response.status)),
-                    };
+                    return self.replay(config, &id, response, started);
                 }
                 // A claim of the lease path (a handler of this scope without
                 // `Tx`): waited for by re-reading, as the lease path does.
@@ -266,5 +258,37 @@ impl Idempotency {
                 }
             }
         }
+    }
+
+    /// The answer of a duplicate that found `stored`: the response opened
+    /// and replayed, 410 when it was not kept, 500 when it cannot be opened
+    /// (the handler does not run again).
+    fn replay(
+        &self,
+        config: &HandlerConfig,
+        id: &RecordId,
+        stored: Arc<StoredResponse>,
+        started: Instant,
+    ) -> Begin {
+        let response = match self.sealing().open(id, stored) {
+            Ok(response) => response,
+            Err(e) => {
+                trace(config, "record_unreadable", started);
+                return Begin::Refuse(Problem::store(&StoreError::Corrupt(e)));
+            }
+        };
+        trace(config, "replayed", started);
+        match response.body {
+            Some(_) => Begin::Replay(response),
+            None => Begin::Refuse(Problem::response_not_stored(response.status)),
+        }
+    }
+}
+
+/// The outcome of a request whose store operation failed with `e`.
+pub(super) fn store_outcome(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Corrupt(_) => "record_unreadable",
+        _ => "store_error",
     }
 }

@@ -20,6 +20,7 @@ use super::transaction::{Completion, OpenTx, TxCell, TxOutcome};
 use super::{trace, Idempotency};
 use crate::config::HandlerConfig;
 use crate::problem::Problem;
+use crate::store::StoreError;
 use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 
 /// How a claimed request ended, when not with its handler's own answer.
@@ -207,8 +208,16 @@ impl Claimed {
         trace(&self.config, outcome, self.started);
     }
 
-    /// Stores the response, fenced by the owner token.
+    /// Stores the response (sealed, if the runtime seals), fenced by the
+    /// owner token.
     async fn complete(&self, response: Arc<StoredResponse>) {
+        let response = match self.idempotency.sealing().seal(&self.id, response) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::error!(target: "idempotent", scope = self.config.scope, error = %e, "the response cannot be sealed; it is not stored");
+                return self.abandon(None, "executed_not_stored").await;
+            }
+        };
         let stored = self
             .idempotency
             .store()
@@ -249,6 +258,14 @@ impl Claimed {
             )
             .into());
         }
+        let Ok(response) = self.idempotency.sealing().seal(&self.id, response) else {
+            self.abandon(Some(TxOutcome::Returned(tx)), "executed_not_stored")
+                .await;
+            return Err(Problem::transaction_response_too_large(
+                self.idempotency.limits().max_response_body,
+            )
+            .into());
+        };
         #[cfg(feature = "metrics")]
         let commit_started = Instant::now();
         let committed = tx
@@ -279,7 +296,7 @@ impl Claimed {
                         self.config.lease,
                     );
                 }
-                trace(&self.config, "store_error", self.started);
+                trace(&self.config, super::claim::store_outcome(&e), self.started);
                 Err(Problem::store(&e).into())
             }
         }
@@ -290,6 +307,22 @@ impl Claimed {
     /// was already there, which answers instead: another request with the key
     /// completed first (its response, replayed), or runs (409).
     fn lost(&self, record: Option<Record>) -> Diverted {
+        let record = match record {
+            Some(Record::Completed {
+                fingerprint,
+                response,
+            }) => match self.idempotency.sealing().open(&self.id, response) {
+                Ok(response) => Some(Record::Completed {
+                    fingerprint,
+                    response,
+                }),
+                Err(e) => {
+                    trace(&self.config, "record_unreadable", self.started);
+                    return Problem::store(&StoreError::Corrupt(e)).into();
+                }
+            },
+            other => other,
+        };
         match record {
             Some(Record::Completed {
                 fingerprint,

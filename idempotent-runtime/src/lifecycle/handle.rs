@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::background::background;
 use crate::config::Limits;
 use crate::problem::Problem;
+use crate::seal::Sealing;
 use crate::store::{DynStore, Store, StoreError};
 use crate::{OwnerToken, RecordId};
 
@@ -55,6 +56,8 @@ pub(super) struct Shared {
     pub(super) in_flight: AtomicUsize,
     /// Set by [`Idempotency::drain`]: no new claims.
     pub(super) draining: AtomicBool,
+    /// What stored responses look like at rest.
+    pub(super) sealing: Sealing,
 }
 
 /// Why [`Idempotency::ready`] says the runtime is not ready.
@@ -92,6 +95,7 @@ pub struct IdempotencyBuilder {
     limits: Limits,
     wait_recheck: Duration,
     require_shared: bool,
+    sealing: Sealing,
 }
 
 /// [`IdempotencyBuilder::try_build`] refused: the store keeps its records in
@@ -129,6 +133,30 @@ impl IdempotencyBuilder {
     /// a missed notification or a claim whose owner died.
     pub fn wait_recheck(mut self, every: Duration) -> Self {
         self.wait_recheck = every;
+        self
+    }
+
+    /// Seals every response this runtime stores with `ring`'s current key,
+    /// and opens replays with any key of the ring (feature `encryption`; see
+    /// [`KeyRing`](crate::KeyRing)). The store then holds no byte of a
+    /// response; a record that does not open answers 500
+    /// `record-unreadable` and its handler does not run again.
+    ///
+    /// ```
+    /// use idempotent_runtime::{Idempotency, KeyRing};
+    /// use idempotent_runtime::store::memory::MemoryStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // From a secret manager or the environment, never from source.
+    /// let key: [u8; 32] = [7; 32];
+    /// let idempotency = Idempotency::builder(MemoryStore::default())
+    ///     .encryption(KeyRing::new("2026-12", key)?)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "encryption")]
+    pub fn encryption(mut self, ring: crate::KeyRing) -> Self {
+        self.sealing = Sealing::with(ring);
         self
     }
 
@@ -201,6 +229,7 @@ impl IdempotencyBuilder {
                 wait_recheck: self.wait_recheck,
                 in_flight: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
+                sealing: self.sealing,
             }),
         }
     }
@@ -219,6 +248,7 @@ impl Idempotency {
             limits: Limits::default(),
             wait_recheck: WAIT_RECHECK,
             require_shared: false,
+            sealing: Sealing::default(),
         }
     }
 
@@ -296,6 +326,11 @@ impl Idempotency {
     /// Whether `other` is this very runtime (a clone of it).
     pub(super) fn same_as(&self, other: &Idempotency) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// How stored responses are sealed and opened.
+    pub(super) fn sealing(&self) -> &Sealing {
+        &self.inner.sealing
     }
 
     /// The store.

@@ -49,7 +49,19 @@ impl Idempotency {
         key: &IdempotencyKey,
     ) -> Result<Option<Record>, StoreError> {
         let id = RecordId::new(scope, principal, key);
-        let record = self.store().get(&id).await?;
+        let record = match self.store().get(&id).await? {
+            Some(Record::Completed {
+                fingerprint,
+                response,
+            }) => Some(Record::Completed {
+                fingerprint,
+                response: self
+                    .sealing()
+                    .open(&id, response)
+                    .map_err(StoreError::Corrupt)?,
+            }),
+            other => other,
+        };
         // A handler in its own transaction has written nothing yet: it
         // shows as the key's lock, held.
         #[cfg(feature = "postgres")]
