@@ -418,6 +418,120 @@ fn life_cycle(c: &mut Criterion) {
     g.finish();
 }
 
+/// What sealing stored responses costs (feature `encryption`): the life
+/// cycle over the memory store with a 1 KiB response, plaintext and sealed
+/// (XChaCha20-Poly1305), for a new key (seal) and a replay (open), side by
+/// side in one run.
+///
+/// ```text
+/// cargo bench -p idempotent-benches --bench micro -- 'sealing'
+/// ```
+fn sealing(c: &mut Criterion) {
+    use idempotent_runtime::{HandlerConfig, Idempotency, KeyRing};
+
+    static ITEMS: HandlerConfig = HandlerConfig::new("bench-sealed");
+    const KEYS: usize = 4096;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    let keys: Vec<IdempotencyKey> = (0..KEYS)
+        .map(|i| IdempotencyKey::parse(format!("key-{i}").as_bytes()).expect("a key"))
+        .collect();
+    let fp = Fingerprint::of_bytes(BODY);
+    let mut g = c.benchmark_group("sealing");
+    for (label, idempotency) in [
+        ("plaintext", Idempotency::new(MemoryStore::default())),
+        (
+            "sealed",
+            Idempotency::builder(MemoryStore::default())
+                .encryption(KeyRing::new("bench", [7; 32]).expect("a ring"))
+                .build(),
+        ),
+    ] {
+        let run = |key: &IdempotencyKey| {
+            let body = body.clone();
+            rt.block_on(idempotency.run(&ITEMS, None, key, fp, || async move {
+                StoredResponse::new(201, body).with_header("content-type", "application/json")
+            }))
+            .expect("not refused")
+        };
+        let mut next = 0;
+        let mut new_key = || {
+            next = (next + 1) % KEYS;
+            let key = keys[next].clone();
+            rt.block_on(idempotency.forget(ITEMS.scope(), None, &key))
+                .expect("forget");
+            key
+        };
+        let replayed = keys[0].clone();
+        run(&replayed);
+        g.bench_function(format!("run, new key, 1 KiB response, {label}"), |b| {
+            b.iter_batched(&mut new_key, |key| run(&key), BatchSize::SmallInput)
+        });
+        g.bench_function(format!("run, replay, 1 KiB response, {label}"), |b| {
+            b.iter(|| run(&replayed))
+        });
+    }
+    g.finish();
+}
+
+/// What `#[idempotent(key = …)]` adds to a function that does nothing,
+/// over the memory store: a new key (claim, run, store) and a replay,
+/// beside the same function called bare.
+///
+/// ```text
+/// cargo bench -p idempotent-benches --bench micro -- 'function form'
+/// ```
+fn function_form(c: &mut Criterion) {
+    use idempotent_runtime::{idempotent, Idempotency, IdempotencyError};
+
+    #[idempotent(key = key, scope = "bench-fn", store = idem)]
+    async fn noop(idem: &Idempotency, key: &str) -> Result<u64, IdempotencyError> {
+        Ok(black_box(1))
+    }
+
+    async fn bare(_idem: &Idempotency, key: &str) -> Result<u64, IdempotencyError> {
+        black_box(key);
+        Ok(black_box(1))
+    }
+
+    const KEYS: usize = 4096;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let idem = Idempotency::new(MemoryStore::default());
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
+    let mut next = 0;
+    let mut new_key = || {
+        next = (next + 1) % KEYS;
+        let key = keys[next].clone();
+        let parsed = IdempotencyKey::parse(key.as_bytes()).expect("a key");
+        rt.block_on(idem.forget("bench-fn", None, &parsed))
+            .expect("forget");
+        key
+    };
+    rt.block_on(noop(&idem, "replayed")).expect("stored");
+
+    let mut g = c.benchmark_group("function form");
+    g.bench_function("bare call", |b| {
+        b.iter(|| rt.block_on(bare(&idem, "replayed")).expect("ok"))
+    });
+    g.bench_function("#[idempotent], new key", |b| {
+        b.iter_batched(
+            &mut new_key,
+            |key| rt.block_on(noop(&idem, &key)).expect("ran"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("#[idempotent], replay", |b| {
+        b.iter(|| rt.block_on(noop(&idem, "replayed")).expect("replayed"))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     key_parsing,
@@ -425,6 +539,8 @@ criterion_group!(
     records,
     memory_store,
     moka_tier,
-    life_cycle
+    life_cycle,
+    sealing,
+    function_form
 );
 criterion_main!(benches);
