@@ -7,19 +7,20 @@ use serde::{Deserialize, Serialize};
 use crate::{failure_body, NewPayment, Payments};
 
 /// `POST /payments/batch` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Batch {
     /// The items, each with its own idempotency key.
     pub items: Vec<BatchItem>,
 }
 
 /// One batch item.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub struct BatchItem {
     /// Its idempotency key, read as an `Idempotency-Key` header value is:
     /// `q-7f3a`, `"q-7f3a"` (an RFC 8941 string) and ` q-7f3a` are one key.
     pub key: String,
     /// Amount in minor units.
+    #[serde(deserialize_with = "crate::payments::integer")]
     pub amount: i64,
     /// ISO currency code.
     pub currency: String,
@@ -33,18 +34,49 @@ struct ItemPayload<'a> {
     currency: &'a str,
 }
 
+/// What became of one batch item, in the order of the items.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    /// It ran now, or ran before and was replayed.
+    Done {
+        /// The item's key, as sent.
+        key: String,
+        /// The status of its outcome (201, or the failure's).
+        status: u16,
+        /// Whether this is the outcome of an earlier request with the key.
+        replayed: bool,
+        /// The payment (or the failure's body); `null` if it cannot be read.
+        #[schema(value_type = Option<Object>)]
+        payment: Option<serde_json::Value>,
+    },
+    /// It was refused: its key is invalid, reused for another item, still
+    /// running, or the store failed.
+    Refused {
+        /// The item's key, as sent.
+        key: String,
+        /// The refusal's status (400, 409, 422, 503, …).
+        status: u16,
+        /// Why.
+        error: String,
+    },
+}
+
 /// Runs a batch: each item idempotent on its own key, through the plain API.
 pub async fn run_batch(
     idempotency: &Idempotency,
     payments: &Payments,
     batch: Batch,
-) -> Vec<serde_json::Value> {
+) -> Vec<BatchResult> {
     static ITEMS: HandlerConfig = HandlerConfig::new("payments-batch");
     let mut results = Vec::with_capacity(batch.items.len());
     for item in batch.items {
         let Ok(key) = IdempotencyKey::parse(item.key.as_bytes()) else {
-            results
-                .push(serde_json::json!({"key": item.key, "status": 400, "error": "invalid key"}));
+            results.push(BatchResult::Refused {
+                key: item.key,
+                status: 400,
+                error: "invalid key".into(),
+            });
             continue;
         };
         let payload = ItemPayload {
@@ -68,14 +100,18 @@ pub async fn run_batch(
         results.push(match outcome {
             Ok(o) => {
                 let body = o.response().body.clone().unwrap_or_default();
-                serde_json::json!({
-                    "key": item.key,
-                    "status": o.response().status,
-                    "replayed": o.is_replay(),
-                    "payment": serde_json::from_slice::<serde_json::Value>(&body).ok(),
-                })
+                BatchResult::Done {
+                    key: item.key,
+                    status: o.response().status,
+                    replayed: o.is_replay(),
+                    payment: serde_json::from_slice(&body).ok(),
+                }
             }
-            Err(problem) => serde_json::json!({"key": item.key, "status": problem.status, "error": problem.detail}),
+            Err(problem) => BatchResult::Refused {
+                key: item.key,
+                status: problem.status,
+                error: problem.detail,
+            },
         });
     }
     results

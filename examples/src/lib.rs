@@ -27,10 +27,11 @@ pub mod orders;
 mod payments;
 mod shutdown;
 
-pub use batch::{run_batch, Batch, BatchItem};
+pub use batch::{run_batch, Batch, BatchItem, BatchResult};
 pub use cli::{flags, usage, Backend, Options, BACKEND_USAGE};
 pub use lease::LeaseOverride;
 pub use payments::{
-    failure_body, retry_after, NewPayment, Payment, Payments, IDEMPOTENCY_TABLE, PAYMENTS_TABLE,
+    failure_body, retry_after, NewPayment, Payment, PaymentFailure, Payments, IDEMPOTENCY_TABLE,
+    PAYMENTS_TABLE,
 };
 pub use shutdown::{report_drain, shutdown_signal, DRAIN_DEADLINE};

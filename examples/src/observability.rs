@@ -1,7 +1,7 @@
 //! What both servers add for operators: `GET /metrics` (Prometheus text,
 //! through `metrics-exporter-prometheus`), `GET /openapi.json` (the API's
 //! OpenAPI 3.1 document, `POST /payments` documented by the runtime's
-//! `openapi` feature) and `GET /ready` (the runtime's readiness probe).
+//! `openapi` feature, `POST /payments/batch`'s body rejections too) and `GET /ready` (the runtime's readiness probe).
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use idempotent_runtime::{HandlerConfig, Idempotency};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use utoipa::OpenApi;
 
-use crate::{NewPayment, Payment};
+use crate::{Batch, BatchItem, BatchResult, NewPayment, Payment, PaymentFailure};
 
 /// The `Content-Type` of `GET /metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -58,7 +58,8 @@ pub async fn ready(idempotency: &Idempotency) -> Result<(), String> {
     request_body = NewPayment,
     responses(
         (status = 201, description = "The payment, created", body = Payment),
-        (status = 500, description = "The payment failed (stored and replayed)"),
+        (status = 500, description = "The payment failed (stored and replayed)", body = PaymentFailure),
+        (status = 503, description = "The payment service is unavailable now; nothing was paid and nothing stored, so a retry after `Retry-After` runs again", body = PaymentFailure),
     )
 )]
 #[allow(dead_code)]
@@ -74,6 +75,17 @@ fn create_payment() {}
 #[allow(dead_code)]
 fn list_payments() {}
 
+/// Creates several payments, each idempotent on its own key.
+#[utoipa::path(
+    post,
+    path = "/payments/batch",
+    operation_id = "create_batch",
+    request_body = Batch,
+    responses((status = 200, description = "What became of each item, in order", body = [BatchResult]))
+)]
+#[allow(dead_code)]
+fn create_batch() {}
+
 /// The API's operations and schemas, before idempotency is added.
 #[derive(OpenApi)]
 #[openapi(
@@ -81,8 +93,8 @@ fn list_payments() {}
         title = "Example payment API",
         description = "The payment API of the `axum-payments` and `actix-payments` example servers."
     ),
-    paths(create_payment, list_payments),
-    components(schemas(NewPayment, Payment))
+    paths(create_payment, list_payments, create_batch),
+    components(schemas(NewPayment, Payment, PaymentFailure, Batch, BatchItem, BatchResult))
 )]
 struct Api;
 
@@ -93,5 +105,7 @@ pub fn openapi_document(payments: &HandlerConfig) -> utoipa::openapi::OpenApi {
     let mut api = Api::openapi();
     openapi::document(&mut api, "/payments", HttpMethod::Post, payments)
         .expect("`POST /payments` is documented above");
+    openapi::document_json_body(&mut api, "/payments/batch", HttpMethod::Post)
+        .expect("`POST /payments/batch` is documented above");
     api
 }

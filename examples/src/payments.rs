@@ -11,30 +11,37 @@ use sqlx::postgres::PgPool;
 
 use idempotent_runtime::tx::Tx;
 
-/// `POST /payments` body.
+/// `POST /payments` body. The fields after `currency` are knobs for tests
+/// (a slow handler, a failing one); they are left out of the OpenAPI
+/// document, which describes the API a client uses.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewPayment {
     /// Amount in minor units.
+    #[serde(deserialize_with = "integer")]
     pub amount: i64,
     /// ISO currency code.
     pub currency: String,
     /// Sleep this long before creating the payment.
     #[serde(default)]
+    #[schema(ignore)]
     pub delay_ms: u64,
     /// Once the payment is recorded, sleep this long before answering (with
     /// `--store postgres`: inside the handler's transaction, not committed
     /// yet).
     #[serde(default)]
+    #[schema(ignore)]
     pub hold_ms: u64,
     /// Answer 500 without creating a payment (stored and replayed, like any
     /// final answer).
     #[serde(default)]
+    #[schema(ignore)]
     pub fail: bool,
     /// Answer 503 with `Retry-After: 1` without creating a payment, as when
     /// a dependency is down: an answer that invites a retry, so it is not
     /// stored (with `--store postgres`, its transaction rolls back) and the
     /// retry runs the handler again.
     #[serde(default)]
+    #[schema(ignore)]
     pub unavailable: bool,
 }
 
@@ -49,6 +56,24 @@ impl NewPayment {
             fail: false,
             unavailable: false,
         }
+    }
+}
+
+/// An integer as JSON may write it: `12`, or `12.0` (JSON Schema counts
+/// both as integers, so a client generated from the OpenAPI document may
+/// send either).
+pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        // Both bounds excluded: `i64::MAX as f64` is 2^63, out of range, and
+        // an integer literal just past either end parses to ±2^63.
+        Some(f) if f.fract() == 0.0 && f > i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer of 64 bits, got {n}"
+        ))),
     }
 }
 
@@ -242,6 +267,14 @@ where
 /// The body of an answer with `status` when no payment was made: 503 when
 /// the payment service (or the Redis behind it) is unavailable, 500 when the
 /// payment failed.
+/// The body of a payment that failed (500) or could not be made now (503),
+/// as [`failure_body`] writes it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PaymentFailure {
+    /// What went wrong.
+    pub error: String,
+}
+
 pub fn failure_body(status: u16) -> serde_json::Value {
     match status {
         503 => serde_json::json!({"error": "payment service unavailable"}),

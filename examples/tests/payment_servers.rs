@@ -565,3 +565,88 @@ fn unfinished_heads_are_timed_out_axum() {
 fn unfinished_heads_are_timed_out_actix() {
     unfinished_heads_are_timed_out(SERVERS[1]);
 }
+
+/// Every refusal either server gives is a problem (`application/problem+json`
+/// with type, title, status and detail): body rejections on both POST
+/// routes, unknown paths, wrong methods (with `Allow`). A body refused on
+/// `POST /payments` leaves its key free for the corrected request.
+async fn every_refusal_is_a_problem(bin: &str) {
+    let server = start(bin);
+    let api = Remote::new(server.addr);
+    let json = Some("application/json");
+    for path in ["/payments", "/payments/batch"] {
+        for (content_type, body, status, kind) in [
+            (json, "{", 400, "malformed-body"),
+            (json, "", 400, "malformed-body"),
+            (None, "{}", 415, "unsupported-media-type"),
+            (Some("text/plain"), "{}", 415, "unsupported-media-type"),
+            (
+                json,
+                r#"{"amount": "ten", "currency": "EUR", "items": 3}"#,
+                422,
+                "invalid-body",
+            ),
+            (json, "{}", 422, "invalid-body"),
+            (
+                json,
+                r#"{"amount": 1.5, "currency": "EUR", "items": [{"key": "k", "amount": 1.5, "currency": "EUR"}]}"#,
+                422,
+                "invalid-body",
+            ),
+        ] {
+            let mut req = api.post(path).key("refused-1").body(body);
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let r = req.send().await;
+            r.assert_problem(status, kind);
+            let problem = r.json();
+            assert_eq!(problem["status"], status, "{bin} {path} {body}");
+            assert!(problem["title"].is_string() && problem["detail"].is_string());
+        }
+    }
+    // The key of those refusals is free: this runs, and is not a replay.
+    let paid = api
+        .post("/payments")
+        .key("refused-1")
+        .json(payment(7))
+        .send()
+        .await;
+    assert_eq!(paid.status, 201, "{bin}: {:?}", paid.body);
+    assert!(!paid.replayed());
+    // An integer written as JSON Schema allows it.
+    let whole = api
+        .post("/payments")
+        .key("whole-1")
+        .json(json!({"amount": 7.0, "currency": "EUR"}))
+        .send()
+        .await;
+    assert_eq!(whole.status, 201, "{bin}: {:?}", whole.body);
+    assert_eq!(whole.json()["amount"], 7);
+
+    api.get("/nowhere")
+        .send()
+        .await
+        .assert_problem(404, "not-found");
+    for (method, path, allowed) in [
+        ("PUT", "/payments", ["GET", "POST"].as_slice()),
+        ("DELETE", "/payments/batch", ["POST"].as_slice()),
+    ] {
+        let r = api.request(method, path).send().await;
+        r.assert_problem(405, "method-not-allowed");
+        let allow = r.header("allow").unwrap_or_default().to_owned();
+        for m in allowed {
+            assert!(allow.contains(m), "{bin} {method} {path}: Allow: {allow}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_is_a_problem_axum() {
+    every_refusal_is_a_problem(AXUM).await;
+}
+
+#[tokio::test]
+async fn every_refusal_is_a_problem_actix() {
+    every_refusal_is_a_problem(ACTIX).await;
+}

@@ -48,7 +48,9 @@ use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER,
+};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder};
 
@@ -59,6 +61,10 @@ use crate::lifecycle::{
 };
 use crate::problem::{self, Problem};
 use crate::{Idempotency, StoredResponse};
+
+mod rejection;
+
+pub use rejection::{json_config, method_not_allowed, not_found};
 
 /// `#[idempotent]` for actix-web handlers.
 #[cfg(feature = "macros")]
@@ -83,6 +89,9 @@ fn problem_response(p: Problem) -> HttpResponse {
     b.insert_header((CONTENT_TYPE, problem::CONTENT_TYPE));
     if let Some(secs) = p.retry_after {
         b.insert_header((RETRY_AFTER, secs.to_string()));
+    }
+    if p.no_store {
+        b.insert_header((CACHE_CONTROL, "no-store"));
     }
     b.body(p.to_json())
 }

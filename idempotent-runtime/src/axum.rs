@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{HandlerConfig, RequestHead};
@@ -41,6 +41,10 @@ use crate::lifecycle::{
 use crate::problem::{self, Problem};
 use crate::tower::{idempotency_of, tx_cell};
 use crate::StoredResponse;
+
+mod rejection;
+
+pub use rejection::{method_not_allowed, not_found, ProblemJson};
 
 /// `#[idempotent]` for axum handlers.
 #[cfg(feature = "macros")]
@@ -206,6 +210,9 @@ impl IntoResponse for Problem {
         );
         if let Some(secs) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.no_store {
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         r
     }

@@ -12,9 +12,16 @@
 //!   (key missing or invalid, principal missing, body unreadable), 409
 //!   (same key still running, with `Retry-After`), 410 (an earlier response
 //!   was not kept), 422 (key reused with another request), 503 (store
-//!   unavailable or full, or shutting down, with `Retry-After`), and 413
-//!   when the operation takes a request body (the body is read, under the
-//!   runtime's limit, for the fingerprint).
+//!   unavailable or full, or shutting down, with `Retry-After`), 500 (the
+//!   handler panicked, the record cannot be read, the bookkeeping failed),
+//!   and 413 when the operation takes a request body (the body is read,
+//!   under the runtime's limit, for the fingerprint);
+//! - when the request body is JSON, what its extractor answers through the
+//!   adapters' helpers (axum's [`ProblemJson`](crate::axum::ProblemJson),
+//!   actix-web's [`json_config`](crate::actix::json_config)): 400
+//!   `malformed-body`, 415 `unsupported-media-type`, 422 `invalid-body`.
+//!   [`document_json_body`] documents the same on an operation that is not
+//!   idempotent.
 //!
 //! A response the operation documents already under one of those statuses
 //! (its own 400 for a validation error, say) is kept, and gains the problem
@@ -36,7 +43,8 @@
 //! use utoipa::OpenApi;
 //!
 //! /// Creates a payment.
-//! #[utoipa::path(post, path = "/payments", request_body = String,
+//! #[utoipa::path(post, path = "/payments",
+//!     request_body(content = String, content_type = "application/json"),
 //!     responses((status = 201, description = "Created", body = String)))]
 //! #[idempotent(scope = "payments")]
 //! async fn create_payment(body: String) -> (StatusCode, String) {
@@ -62,7 +70,7 @@
 //! assert_eq!(post["parameters"][0]["name"], "Idempotency-Key");
 //! assert_eq!(post["parameters"][0]["required"], true);
 //! assert!(post["responses"]["201"]["headers"]["Idempotent-Replayed"].is_object());
-//! for status in ["400", "409", "413", "422", "503"] {
+//! for status in ["400", "409", "413", "415", "422", "500", "503"] {
 //!     assert!(post["responses"][status]["content"]["application/problem+json"].is_object());
 //! }
 //! let transfer = &json["paths"]["/transfers"]["post"];
@@ -123,26 +131,39 @@ pub fn document(
     method: HttpMethod,
     config: &HandlerConfig,
 ) -> Result<(), NotDocumented> {
-    let operation = openapi
-        .paths
-        .paths
-        .get_mut(path)
-        .and_then(|item| operation_mut(item, &method))
-        .ok_or_else(|| NotDocumented {
-            path: path.to_owned(),
-            method: method_name(&method),
-        })?;
+    let operation = operation_of(openapi, path, &method)?;
     add_key_parameter(operation, config);
     add_replay_header(operation, config);
     for (status, response) in problem_responses(operation, config) {
         merge_response(operation, status, response);
     }
+    add_problem_schema(openapi);
+    Ok(())
+}
+
+fn operation_of<'a>(
+    openapi: &'a mut OpenApi,
+    path: &str,
+    method: &HttpMethod,
+) -> Result<&'a mut Operation, NotDocumented> {
+    openapi
+        .paths
+        .paths
+        .get_mut(path)
+        .and_then(|item| operation_mut(item, method))
+        .ok_or_else(|| NotDocumented {
+            path: path.to_owned(),
+            method: method_name(method),
+        })
+}
+
+/// The [`PROBLEM_SCHEMA`] component, if missing.
+fn add_problem_schema(openapi: &mut OpenApi) {
     let components = openapi.components.get_or_insert_with(Components::new);
     components
         .schemas
         .entry(PROBLEM_SCHEMA.to_owned())
         .or_insert_with(problem_schema);
-    Ok(())
 }
 
 fn operation_mut<'a>(item: &'a mut PathItem, method: &HttpMethod) -> Option<&'a mut Operation> {
@@ -201,6 +222,12 @@ fn add_key_parameter(operation: &mut Operation, config: &HandlerConfig) {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .min_length(Some(1))
+                // The default limit; an app that sets another says so.
+                .max_length(Some(crate::DEFAULT_MAX_KEY_LEN))
+                // Visible ASCII; a leading `"` starts an RFC 8941 string,
+                // which the server also takes, but the plain form is the
+                // one to send.
+                .pattern(Some("^[!#-~][!-~]*$"))
                 .examples(["8e03978e-40d5-43e8-bc93-6894a57f9324"]),
         ))
         .build();
@@ -240,7 +267,32 @@ fn add_replay_header(operation: &mut Operation, config: &HandlerConfig) {
     }
 }
 
-/// The problem responses of this operation, by status.
+/// One reason an operation answers `status` with a problem.
+struct Answer {
+    status: u16,
+    why: String,
+    problems: Vec<Problem>,
+    retry_after: bool,
+}
+
+impl Answer {
+    fn new(status: u16, why: &str, problems: Vec<Problem>) -> Self {
+        Self {
+            status,
+            why: why.to_owned(),
+            problems,
+            retry_after: false,
+        }
+    }
+
+    fn retry_after(mut self) -> Self {
+        self.retry_after = true;
+        self
+    }
+}
+
+/// The problem responses of this operation, by status: the runtime's, and
+/// the body rejections of its JSON body (see [`document_json_body`]).
 fn problem_responses(operation: &Operation, config: &HandlerConfig) -> Vec<(u16, Response)> {
     let mut bad_request = Vec::new();
     let mut why = Vec::new();
@@ -260,71 +312,172 @@ fn problem_responses(operation: &Operation, config: &HandlerConfig) -> Vec<(u16,
         bad_request.push(Problem::request_unreadable());
         why.push("the body could not be read");
     }
-    let mut responses = vec![
-        (
+    let mut failed = vec![
+        Problem::handler_failed(),
+        Problem::record_unreadable(&crate::DecodeError(
+            "the record is sealed under a key id this runtime's key ring does not hold",
+        )),
+        Problem::idempotency_failed(),
+    ];
+    if config.transactional {
+        failed.push(Problem::transaction_escaped());
+    }
+    let mut answers = vec![
+        Answer::new(
             400,
-            problem_response(
-                &format!("{}; the request did not run.", capitalized(&join_or(&why))),
-                &bad_request,
-                false,
-            ),
+            &format!("{}; the request did not run.", capitalized(&join_or(&why))),
+            bad_request,
         ),
-        (
+        Answer::new(
             409,
-            problem_response(
-                "A request with this idempotency key is still running (or its claim was taken \
-                 over by a retry while it ran); the request did not run. Retry after \
-                 `Retry-After` seconds to get its outcome.",
-                &[Problem::request_in_progress(false), Problem::lease_lost()],
-                true,
-            ),
-        ),
-        (
+            "A request with this idempotency key is still running (or its claim was taken \
+             over by a retry while it ran); the request did not run. Retry after \
+             `Retry-After` seconds to get its outcome.",
+            vec![Problem::request_in_progress(false), Problem::lease_lost()],
+        )
+        .retry_after(),
+        Answer::new(
             410,
-            problem_response(
-                "The request with this key already ran, but its response was not kept (larger \
-                 than the server's storage limit), so it cannot be replayed; it does not run \
-                 again. Use a new key for a new request.",
-                &[Problem::response_not_stored(201)],
-                false,
-            ),
+            "The request with this key already ran, but its response was not kept (larger \
+             than the server's storage limit), so it cannot be replayed; it does not run \
+             again. Use a new key for a new request.",
+            vec![Problem::response_not_stored(201)],
         ),
-        (
+        Answer::new(
             422,
-            problem_response(
-                "This idempotency key was already used with a different request (method, path, \
-                 query or body); the request did not run. Use a new key for a new request.",
-                &[Problem::key_reused()],
-                false,
-            ),
+            "This idempotency key was already used with a different request (method, path, \
+             query or body); the request did not run. Use a new key for a new request.",
+            vec![Problem::key_reused()],
         ),
-        (
+        Answer::new(
+            500,
+            "The handler failed (it panicked, and its key is free again), or the stored \
+             record of this key cannot be read (corrupt, or sealed under an encryption key \
+             this server does not hold: the request does not run again), or the \
+             idempotency bookkeeping failed.",
+            failed,
+        ),
+        Answer::new(
             503,
-            problem_response(
-                "The idempotency store is unreachable, slow or full, or the server is shutting \
-                 down; the request did not run. Retry after `Retry-After` seconds.",
-                &[
-                    Problem::store_unavailable(),
-                    Problem::store(&StoreError::Full),
-                    Problem::shutting_down(),
-                ],
-                true,
-            ),
-        ),
+            "The idempotency store is unreachable, slow or full, or the server is shutting \
+             down; the request did not run. Retry after `Retry-After` seconds.",
+            vec![
+                Problem::store_unavailable(),
+                Problem::store(&StoreError::Full),
+                Problem::shutting_down(),
+            ],
+        )
+        .retry_after(),
     ];
     if has_body {
-        responses.push((
+        answers.push(Answer::new(
             413,
-            problem_response(
-                "The request body is larger than the server's limit for idempotent requests \
-                 (the body is read to tell a retry from a different request); the request did \
-                 not run.",
-                &[Problem::request_too_large(1024 * 1024)],
-                false,
-            ),
+            "The request body is larger than the server's limit for idempotent requests \
+             (the body is read to tell a retry from a different request); the request did \
+             not run.",
+            vec![Problem::request_too_large(1024 * 1024)],
         ));
     }
-    responses
+    if takes_json(operation) {
+        answers.extend(body_answers(false));
+    }
+    merged(answers)
+}
+
+/// Whether the operation's request body is JSON (`application/json` or a
+/// `+json` type).
+fn takes_json(operation: &Operation) -> bool {
+    match &operation.request_body {
+        Some(RefOr::T(body)) => body
+            .content
+            .keys()
+            .any(|media| media == "application/json" || media.ends_with("+json")),
+        _ => false,
+    }
+}
+
+/// What the JSON body extractors answer through the adapters' helpers
+/// (axum's `ProblemJson`, actix-web's `json_config`); 413 too when
+/// `too_large`.
+fn body_answers(too_large: bool) -> Vec<Answer> {
+    let mut answers = vec![
+        Answer::new(
+            400,
+            "The body is not valid JSON; the request did not run.",
+            vec![Problem::malformed_body("expected value at line 1 column 1")],
+        ),
+        Answer::new(
+            415,
+            "The body is not `application/json` (`Content-Type` missing or another); the \
+             request did not run.",
+            vec![Problem::unsupported_media_type("application/json")],
+        ),
+        Answer::new(
+            422,
+            "The body is JSON of the wrong shape (a missing field, a wrong type); the request \
+             did not run.",
+            vec![Problem::invalid_body(
+                "missing field `amount` at line 1 column 2",
+            )],
+        ),
+    ];
+    if too_large {
+        answers.push(Answer::new(
+            413,
+            "The body is larger than the server's limit; the request did not run.",
+            vec![Problem::body_too_large(
+                "the request body is larger than the server's limit",
+            )],
+        ));
+    }
+    answers
+}
+
+/// One response per status: the reasons' descriptions joined, their
+/// problems as examples.
+fn merged(answers: Vec<Answer>) -> Vec<(u16, Response)> {
+    let mut by_status: Vec<Answer> = Vec::new();
+    for answer in answers {
+        match by_status.iter_mut().find(|a| a.status == answer.status) {
+            Some(same) => {
+                same.why = format!("{}\n\nOr: {}", same.why, answer.why);
+                same.problems.extend(answer.problems);
+                same.retry_after |= answer.retry_after;
+            }
+            None => by_status.push(answer),
+        }
+    }
+    by_status
+        .into_iter()
+        .map(|a| {
+            (
+                a.status,
+                problem_response(&a.why, &a.problems, a.retry_after),
+            )
+        })
+        .collect()
+}
+
+/// Documents what the JSON body extractors answer through the adapters'
+/// helpers (axum's [`ProblemJson`](crate::axum::ProblemJson), actix-web's
+/// [`json_config`](crate::actix::json_config)) on an operation that is not
+/// idempotent, as [`document`] does on one that is: 400
+/// `malformed-body`, 413 `request-too-large`, 415
+/// `unsupported-media-type` and 422 `invalid-body`, as
+/// `application/problem+json`.
+///
+/// `Err` when the document has no such operation: nothing is changed.
+pub fn document_json_body(
+    openapi: &mut OpenApi,
+    path: &str,
+    method: HttpMethod,
+) -> Result<(), NotDocumented> {
+    let operation = operation_of(openapi, path, &method)?;
+    for (status, response) in merged(body_answers(true)) {
+        merge_response(operation, status, response);
+    }
+    add_problem_schema(openapi);
+    Ok(())
 }
 
 /// A problem response: `description`, the problem schema, `examples` (by
@@ -546,5 +699,38 @@ mod tests {
         let examples = &op["responses"]["400"]["content"]["application/problem+json"]["examples"];
         assert!(examples["missing-key"].is_null());
         assert!(examples["invalid-key"].is_object());
+    }
+
+    #[test]
+    fn json_bodies_document_their_rejections() {
+        let examples = |op: &serde_json::Value, status: &str| -> Vec<String> {
+            let e = &op["responses"][status]["content"]["application/problem+json"]["examples"];
+            e.as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut doc = api(true, false);
+        document(&mut doc, "/p", HttpMethod::Post, &HandlerConfig::new("s")).unwrap();
+        let op = &json(&doc)["paths"]["/p"]["post"];
+        assert_eq!(examples(op, "415"), ["unsupported-media-type"]);
+        let bad = examples(op, "400");
+        assert!(bad.contains(&"missing-key".into()) && bad.contains(&"malformed-body".into()));
+        let unprocessable = examples(op, "422");
+        assert!(unprocessable.contains(&"key-reused".into()));
+        assert!(unprocessable.contains(&"invalid-body".into()));
+        let failed = examples(op, "500");
+        assert!(failed.contains(&"record-unreadable".into()));
+        assert!(failed.contains(&"handler-failed".into()));
+
+        let mut plain = api(true, false);
+        document_json_body(&mut plain, "/p", HttpMethod::Post).unwrap();
+        let doc = json(&plain);
+        let op = &doc["paths"]["/p"]["post"];
+        assert!(op["parameters"].is_null(), "no key header");
+        assert_eq!(examples(op, "400"), ["malformed-body"]);
+        assert_eq!(examples(op, "413"), ["request-too-large"]);
+        assert!(op["responses"]["409"].is_null());
+        assert!(doc["components"]["schemas"][PROBLEM_SCHEMA].is_object());
+        assert!(document_json_body(&mut plain, "/q", HttpMethod::Post).is_err());
     }
 }

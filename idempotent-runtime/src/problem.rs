@@ -24,6 +24,27 @@
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the store is unreachable or slow; the handler did not run (with `Retry-After`) |
 //! | <a id="store-full"></a>`#store-full` | 503 | the store is at its bound (with `Retry-After`) |
 //! | <a id="shutting-down"></a>`#shutting-down` | 503 | the server is draining for shutdown and takes no new claims (with `Retry-After`) |
+//!
+//! The framework's own refusals, in the same style, for an app to answer
+//! through the adapters' helpers (axum: [`ProblemJson`], [`not_found`],
+//! [`method_not_allowed`]; actix-web: [`json_config`], its `not_found` and
+//! `method_not_allowed("GET, POST")`). Each carries `Cache-Control: no-store`, so that
+//! a handler that returns one after its key was claimed leaves the key free:
+//!
+//! | anchor | status | when |
+//! |---|---|---|
+//! | <a id="malformed-body"></a>`#malformed-body` | 400 | the body is not valid JSON (or could not be read) |
+//! | <a id="invalid-body"></a>`#invalid-body` | 422 | the body is JSON of the wrong shape: a missing field, a wrong type |
+//! | <a id="unsupported-media-type"></a>`#unsupported-media-type` | 415 | the body is not `application/json` (`Content-Type` missing or another) |
+//! | <a id="not-found"></a>`#not-found` | 404 | no route has this path |
+//! | <a id="method-not-allowed"></a>`#method-not-allowed` | 405 | the path has no route for this method |
+//!
+//! A body over the framework's limit is `#request-too-large` (413).
+//!
+//! [`ProblemJson`]: crate::axum::ProblemJson
+//! [`not_found`]: crate::axum::not_found
+//! [`method_not_allowed`]: crate::axum::method_not_allowed
+//! [`json_config`]: crate::actix::json_config
 
 use std::fmt::Write;
 
@@ -51,6 +72,9 @@ pub struct Problem {
     pub detail: String,
     /// Seconds for the `Retry-After` header.
     pub retry_after: Option<u32>,
+    /// Whether the answer carries `Cache-Control: no-store`: the request was
+    /// refused as malformed, and a stored copy must never stand for it.
+    pub no_store: bool,
     /// What a caller that is not an HTTP client makes of it.
     pub(crate) class: ErrorKind,
 }
@@ -85,6 +109,11 @@ pub enum ErrorKind {
     /// The stored record cannot be read (`record-unreadable`): corrupt, or
     /// sealed under a key this process does not have.
     Unreadable,
+    /// The request itself is malformed, refused by the framework before it
+    /// reached the handler (`malformed-body`, `invalid-body`,
+    /// `unsupported-media-type`, `not-found`, `method-not-allowed`):
+    /// retrying it unchanged cannot succeed.
+    InvalidRequest,
     /// Anything else: the body panicked (`handler-failed`), no store is
     /// installed (`no-store`, `no-transactional-store`), the bookkeeping
     /// failed (`idempotency-failed`, `transaction-not-committed`).
@@ -100,6 +129,11 @@ impl Problem {
             "store-unavailable" | "store-full" | "shutting-down" => ErrorKind::Unavailable,
             "request-too-large" | "response-not-stored" => ErrorKind::TooLarge,
             "record-unreadable" => ErrorKind::Unreadable,
+            "malformed-body"
+            | "invalid-body"
+            | "unsupported-media-type"
+            | "not-found"
+            | "method-not-allowed" => ErrorKind::InvalidRequest,
             _ => ErrorKind::Failed,
         };
         Self {
@@ -108,6 +142,7 @@ impl Problem {
             title,
             detail,
             retry_after: None,
+            no_store: false,
             class,
         }
     }
@@ -366,18 +401,23 @@ impl Problem {
             .retry_after(5),
             StoreError::Corrupt(d) => {
                 tracing::error!(target: "idempotent", error = %d, "unreadable idempotency record");
-                Self::new(
-                    500,
-                    "record-unreadable",
-                    "Idempotency record unreadable",
-                    format!("{d}; the request did not run"),
-                )
+                Self::record_unreadable(d)
             }
             _ => {
                 tracing::warn!(target: "idempotent", error = %e, "idempotency store error");
                 Self::store_unavailable()
             }
         }
+    }
+
+    /// `#record-unreadable` (see [`Problem::store`], which logs the cause).
+    pub(crate) fn record_unreadable(why: &crate::DecodeError) -> Self {
+        Self::new(
+            500,
+            "record-unreadable",
+            "Idempotency record unreadable",
+            format!("{why}; the request did not run"),
+        )
     }
 
     /// `#store-unavailable` (see [`Problem::store`], which logs the cause).
@@ -389,6 +429,74 @@ impl Problem {
             "the idempotency store could not be reached; the request did not run".into(),
         )
         .retry_after(1)
+    }
+}
+
+/// The framework's refusals (the second table above), for the adapters'
+/// helpers and for apps that answer the same way. Each carries
+/// `Cache-Control: no-store`.
+impl Problem {
+    /// `#malformed-body` (400): the body is not valid JSON; `why` says
+    /// where.
+    pub fn malformed_body(why: impl std::fmt::Display) -> Self {
+        Self::new(400, "malformed-body", "Malformed body", why.to_string()).refused()
+    }
+
+    /// `#invalid-body` (422): the body is JSON, but not of the expected
+    /// shape; `why` names the field.
+    pub fn invalid_body(why: impl std::fmt::Display) -> Self {
+        Self::new(422, "invalid-body", "Invalid body", why.to_string()).refused()
+    }
+
+    /// `#unsupported-media-type` (415): the body is not of the media type
+    /// `expected` (`application/json`).
+    pub fn unsupported_media_type(expected: &str) -> Self {
+        Self::new(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("the request body must be `{expected}`: send `Content-Type: {expected}`"),
+        )
+        .refused()
+    }
+
+    /// `#request-too-large` (413), from the framework's body limit; `why`
+    /// says which.
+    pub fn body_too_large(why: impl std::fmt::Display) -> Self {
+        Self::new(
+            413,
+            "request-too-large",
+            "Request body too large",
+            why.to_string(),
+        )
+        .refused()
+    }
+
+    /// `#not-found` (404): no route has this path.
+    pub fn not_found() -> Self {
+        Self::new(
+            404,
+            "not-found",
+            "Not found",
+            "there is nothing at this path".into(),
+        )
+        .refused()
+    }
+
+    /// `#method-not-allowed` (405): the path has no route for the method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "method-not-allowed",
+            "Method not allowed",
+            "this path does not take this method".into(),
+        )
+        .refused()
+    }
+
+    fn refused(mut self) -> Self {
+        self.no_store = true;
+        self
     }
 }
 

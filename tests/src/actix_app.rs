@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
-use idempotent_runtime::actix::{idempotent, IdempotentRoutes};
+use idempotent_runtime::actix::{idempotent, json_config, not_found, IdempotentRoutes};
 use idempotent_runtime::{HandlerConfig, Idempotency};
 
 use crate::behaviour::{behave, tenant, Input, Output};
@@ -240,6 +240,8 @@ fn app(
 > {
     App::new()
         .app_data(idempotency)
+        .app_data(json_config())
+        .default_service(web::to(not_found))
         .app_data(web::Data::new("things"))
         .route("/default", web::post().to(default_route))
         .route("/other", web::post().to(other_scope))

@@ -9,7 +9,9 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+use idempotent_runtime::axum::{
+    idempotent, method_not_allowed, not_found, IdempotencyLayer, ProblemJson,
+};
 use idempotent_runtime::Idempotency;
 
 use crate::behaviour::{behave, tenant, Input, Output};
@@ -45,7 +47,7 @@ fn respond(out: Output) -> Response {
 }
 
 #[idempotent(scope = "default")]
-async fn default_route(Json(input): Json<Input>) -> Response {
+async fn default_route(ProblemJson(input): ProblemJson<Input>) -> Response {
     respond(behave(input).await)
 }
 
@@ -205,7 +207,7 @@ pub fn app_with_layer(idempotency: Idempotency) -> Router {
 
 /// A plain handler, made idempotent by `IdempotentRoutesLayer` rather than the
 /// attribute.
-async fn layered(Json(input): Json<Input>) -> Response {
+async fn layered(ProblemJson(input): ProblemJson<Input>) -> Response {
     respond(behave(input).await)
 }
 
@@ -268,5 +270,7 @@ fn router() -> Router {
                         .include_safe_methods(true),
                 ),
         )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state("things")
 }

@@ -223,7 +223,8 @@ impl Remote {
         self.request("GET", path)
     }
 
-    fn request(&self, method: &'static str, path: &str) -> Req {
+    /// A request of `method` to `path`.
+    pub fn request(&self, method: &'static str, path: &str) -> Req {
         Req {
             client: self.client.clone(),
             addr: self.addr,

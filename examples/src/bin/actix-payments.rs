@@ -35,7 +35,7 @@ use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
     Options, Payments, DRAIN_DEADLINE,
 };
-use idempotent_runtime::actix::idempotent;
+use idempotent_runtime::actix::{idempotent, json_config, method_not_allowed, not_found};
 use idempotent_runtime::tx::Tx;
 use idempotent_runtime::{handler_config, Idempotency};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -140,11 +140,21 @@ fn main() {
                 .route("/metrics", web::get().to(metrics))
                 .route("/openapi.json", web::get().to(openapi_json))
                 .route("/ready", web::get().to(ready))
-                // The same 1 MiB request body limit as the idempotency layer.
-                .app_data(web::JsonConfig::default().limit(1024 * 1024))
-                .route("/payments", web::post().to(create_payment))
-                .route("/payments", web::get().to(list_payments))
-                .route("/payments/batch", web::post().to(create_batch))
+                // Body rejections are problems, under the same 1 MiB limit
+                // as the idempotency layer; so are unknown paths and methods.
+                .app_data(json_config().limit(1024 * 1024))
+                .service(
+                    web::resource("/payments")
+                        .route(web::post().to(create_payment))
+                        .route(web::get().to(list_payments))
+                        .default_service(web::to(method_not_allowed("GET, POST"))),
+                )
+                .service(
+                    web::resource("/payments/batch")
+                        .route(web::post().to(create_batch))
+                        .default_service(web::to(method_not_allowed("POST"))),
+                )
+                .default_service(web::to(not_found))
         })
         // Signals are handled below: actix's own handling would stop the
         // workers as soon as their connections close, and with them the

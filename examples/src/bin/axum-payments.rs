@@ -47,7 +47,9 @@ use idempotent_examples::{
     failure_body, report_drain, retry_after, run_batch, shutdown_signal, Batch, NewPayment,
     Options, Payment, Payments, DRAIN_DEADLINE,
 };
-use idempotent_runtime::axum::{idempotent, IdempotencyLayer};
+use idempotent_runtime::axum::{
+    idempotent, method_not_allowed, not_found, IdempotencyLayer, ProblemJson,
+};
 use idempotent_runtime::handler_config;
 use idempotent_runtime::tx::Tx;
 use idempotent_runtime::Idempotency;
@@ -67,7 +69,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 async fn create_payment(
     State(payments): State<Payments>,
     tx: Option<Tx>,
-    Json(req): Json<NewPayment>,
+    ProblemJson(req): ProblemJson<NewPayment>,
 ) -> Response {
     match payments.create(tx, req).await {
         Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
@@ -98,8 +100,8 @@ async fn list_payments(State(payments): State<Payments>) -> Result<Json<Vec<Paym
 async fn create_batch(
     State(payments): State<Payments>,
     Extension(idempotency): Extension<Idempotency>,
-    Json(batch): Json<Batch>,
-) -> Json<Vec<serde_json::Value>> {
+    ProblemJson(batch): ProblemJson<Batch>,
+) -> Json<Vec<idempotent_examples::BatchResult>> {
     Json(run_batch(&idempotency, &payments, batch).await)
 }
 
@@ -162,6 +164,10 @@ async fn serve(listen: String, idempotency: Idempotency, payments: Payments) {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/ready", get(ready))
+        // Unknown paths and methods answer problems too, as body
+        // rejections do (`ProblemJson`).
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(prometheus))
         .layer(Extension(OpenApiJson(document.into())))
         .layer(Extension(idempotency.clone()))

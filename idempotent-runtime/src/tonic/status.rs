@@ -37,7 +37,7 @@ pub(crate) fn refusal(problem: &Problem) -> Status {
     let code = match problem.error_kind() {
         ErrorKind::InProgress => Code::Aborted,
         ErrorKind::KeyReused => Code::FailedPrecondition,
-        ErrorKind::InvalidKey => Code::InvalidArgument,
+        ErrorKind::InvalidKey | ErrorKind::InvalidRequest => Code::InvalidArgument,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::TooLarge => Code::ResourceExhausted,
         _ => Code::Internal,

@@ -182,6 +182,41 @@ conformance_cases!(
         assert_eq!(executions(&tag), 2);
     }
 
+    /// The framework's body rejections are problems (through `ProblemJson`
+    /// and `json_config`), whether the body is extracted before the claim
+    /// (the attribute) or after it (the middleware), and leave the key free
+    /// for the corrected request; an unknown path is a 404 problem.
+    pub async fn body_rejections_are_problems_and_leave_the_key_free(env: &Env) {
+        for path in ["/default", "/layered/pay"] {
+            let (tag, key) = (unique("t"), unique("k"));
+            let raw = |content_type: Option<&str>, body: &'static str| {
+                let req = env.post(path).key(&key).body(body);
+                match content_type {
+                    Some(ct) => req.header("content-type", ct),
+                    None => req,
+                }
+            };
+            let json = Some("application/json");
+            for (content_type, body, status, kind) in [
+                (json, "{", 400, "malformed-body"),
+                (None, "{}", 415, "unsupported-media-type"),
+                (json, r#"{"tag": 5}"#, 422, "invalid-body"),
+            ] {
+                let refused = raw(content_type, body).send().await;
+                refused.assert_problem(status, kind);
+                assert_eq!(refused.header("cache-control"), Some("no-store"), "{path}");
+            }
+            let ran = env.post(path).key(&key).json(input(&tag)).send().await;
+            assert_eq!(ran.status, 201, "{path}: {:?}", ran.body);
+            assert!(!ran.replayed(), "{path}: the key was left free");
+            assert_eq!(executions(&tag), 1);
+        }
+        env.get("/nowhere")
+            .send()
+            .await
+            .assert_problem(404, "not-found");
+    }
+
     /// The middleware forms leave safe methods alone: listing needs no key.
     pub async fn safe_methods_pass_the_middleware(env: &Env) {
         let r = env.get("/layered/pay").send().await;
