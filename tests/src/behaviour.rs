@@ -115,3 +115,32 @@ pub async fn write_in(tx: &mut idempotent_runtime::tx::Tx, tag: &str) -> Result<
         .await
         .map(drop)
 }
+
+/// A pool on the database at `url`, with the table `tx_writes` that the
+/// `Tx` routes write. Tests run in parallel and `CREATE TABLE IF NOT EXISTS`
+/// is not safe concurrently (two creators can both miss the table and one
+/// fails on `pg_type`), so creators take turns on a transaction-scoped
+/// advisory lock.
+pub async fn tx_writes_pool(url: &str) -> sqlx::PgPool {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idempotent-tests:tx_writes'))")
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    sqlx::query("CREATE TABLE IF NOT EXISTS tx_writes (tag text NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .expect("create tx_writes");
+    tx.commit().await.expect("commit tx_writes");
+    pool
+}
+
+/// How many rows of `tag` are committed in `tx_writes`.
+pub async fn tx_rows(pool: &sqlx::PgPool, tag: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
+        .bind(tag)
+        .fetch_one(pool)
+        .await
+        .expect("count rows")
+}

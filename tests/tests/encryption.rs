@@ -352,17 +352,7 @@ async fn a_transactional_handler_commits_a_sealed_record() {
         return;
     };
     let server = store.postgres_server().expect("a server").clone();
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("connect");
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idempotent-tests:tx_writes'))")
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    sqlx::query("CREATE TABLE IF NOT EXISTS tx_writes (tag text NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .expect("create tx_writes");
-    tx.commit().await.expect("commit");
+    let pool = idempotent_tests::behaviour::tx_writes_pool(server.url()).await;
 
     let env = Env::with_runtime::<Axum>(store.clone(), sealed(&store, ring("k1", K1))).await;
     let key = unique("k");
@@ -382,11 +372,9 @@ async fn a_transactional_handler_commits_a_sealed_record() {
         .await;
     assert!(again.replayed());
     assert_eq!(again.body, first.body);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
-        .bind(&secret)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(
+        idempotent_tests::behaviour::tx_rows(&pool, &secret).await,
+        1
+    );
     assert_sealed(&store, ring("k1", K1), "tx", &key, &secret).await;
 }

@@ -10,13 +10,7 @@ use idempotent_tests::stores::postgres_store;
 use idempotent_tests::{unique, AnyStore};
 use tonic::Code;
 
-async fn rows(pool: &sqlx::PgPool, tag: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
-        .bind(tag)
-        .fetch_one(pool)
-        .await
-        .expect("count rows")
-}
+use idempotent_tests::behaviour::tx_rows as rows;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_methods_write_commits_with_its_record_once() {
@@ -24,17 +18,7 @@ async fn a_methods_write_commits_with_its_record_once() {
         return;
     };
     let store = postgres_store(&server, |b| b).await;
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("connect");
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idempotent-tests:tx_writes'))")
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    sqlx::query("CREATE TABLE IF NOT EXISTS tx_writes (tag text NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .expect("create tx_writes");
-    tx.commit().await.expect("commit");
+    let pool = idempotent_tests::behaviour::tx_writes_pool(server.url()).await;
     let env = GrpcEnv::start(AnyStore::postgres(store, server), Limits::default()).await;
     let mut c = env.client.clone();
 

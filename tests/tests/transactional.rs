@@ -21,31 +21,12 @@ use serde_json::json;
 async fn start<A: Adapter>() -> Option<(Env, sqlx::PgPool)> {
     let server = PostgresServer::shared()?;
     let store = postgres_store(&server, |b| b).await;
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("connect");
-    // Tests run in parallel and `CREATE TABLE IF NOT EXISTS` is not safe
-    // concurrently (two creators can both miss the table and one fails on
-    // `pg_type`): take turns on a transaction-scoped advisory lock.
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idempotent-tests:tx_writes'))")
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    sqlx::query("CREATE TABLE IF NOT EXISTS tx_writes (tag text NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .expect("create tx_writes");
-    tx.commit().await.expect("commit tx_writes");
+    let pool = idempotent_tests::behaviour::tx_writes_pool(server.url()).await;
     let env = Env::start::<A>(AnyStore::postgres(store, server)).await;
     Some((env, pool))
 }
 
-async fn rows(pool: &sqlx::PgPool, tag: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
-        .bind(tag)
-        .fetch_one(pool)
-        .await
-        .expect("count rows")
-}
+use idempotent_tests::behaviour::tx_rows as rows;
 
 /// Stored: the write and the record commit together; the retry replays and
 /// writes nothing more.

@@ -24,27 +24,10 @@ use serde_json::json;
 
 /// A pool on the test database, with the table the `/tx` routes write.
 async fn pool(server: &PostgresServer) -> sqlx::PgPool {
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("connect");
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idempotent-tests:tx_writes'))")
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    sqlx::query("CREATE TABLE IF NOT EXISTS tx_writes (tag text NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .expect("create tx_writes");
-    tx.commit().await.expect("commit");
-    pool
+    idempotent_tests::behaviour::tx_writes_pool(server.url()).await
 }
 
-async fn rows(pool: &sqlx::PgPool, tag: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tx_writes WHERE tag = $1")
-        .bind(tag)
-        .fetch_one(pool)
-        .await
-        .expect("count rows")
-}
+use idempotent_tests::behaviour::tx_rows as rows;
 
 /// A server of `A` over a new table's store built by `configure`, with a
 /// runtime whose waiters re-read only every 30 s (so that a waiter woken

@@ -257,26 +257,4 @@ conformance_cases!(
         assert_eq!(first.await.unwrap().status, 201);
         assert_eq!(executions(&tag), 1);
     }
-
-    pub async fn bad_json_does_not_consume_key(env: &Env) {
-        let (tag, key) = (unique("t"), unique("k"));
-        let bad = env
-            .post("/default")
-            .key(&key)
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await;
-        assert_eq!(bad.status, 400, "the extractor's own rejection");
-        assert_ne!(bad.header("content-type"), Some("application/problem+json"));
-        let good = env
-            .post("/default")
-            .key(&key)
-            .json(input(&tag))
-            .send()
-            .await;
-        assert_eq!(good.status, 201);
-        assert!(!good.replayed());
-        assert_eq!(executions(&tag), 1);
-    }
 );
