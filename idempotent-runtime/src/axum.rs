@@ -1,7 +1,7 @@
 //! The axum 0.8 adapter.
 //!
 //! Handlers marked `#[idempotent]` work with no set-up: they use a process-wide
-//! memory store. To choose the store or the limits, install an [`Idempotency`]
+//! memory store. To choose the store or the limits, install an [`Idempotency`](crate::Idempotency)
 //! once with [`IdempotencyLayer`]:
 //!
 //! ```

@@ -59,6 +59,7 @@ pub(crate) enum Body<B> {
 /// (see [`Unread`]).
 pub(crate) struct Refused<B, S> {
     pub(crate) problem: Problem,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) unread: Unread<B, S>,
 }
 
@@ -150,6 +151,7 @@ impl Exchange {
     /// Whether a request asked `Expect: 100-continue`: its client waits for
     /// a go-ahead before it sends the body, so an early answer must not read
     /// (and so invite) the body.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn expects_continue(head: &RequestHead<'_>) -> bool {
         head.header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
@@ -312,13 +314,16 @@ async fn plain<X: Framework, H: Future<Output = X::Response>>(
 /// How much of a refused request's body is read and dropped, at most, so
 /// that its client (one that writes all of it before reading) can read the
 /// answer: a few MiB or a few seconds, whichever comes first.
+#[cfg(feature = "axum")]
 const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+#[cfg(feature = "axum")]
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and drops what is left of a refused request's body, in a task of
 /// its own, within [`DRAIN_BYTES`] and [`DRAIN_TIME`]: the connection closes
 /// after the answer, and closing while the client still sends would turn
 /// the close into a reset that destroys the answer.
+#[cfg(feature = "axum")]
 pub(crate) fn drain_in_background<S, E>(mut rest: S)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,

@@ -38,9 +38,11 @@ pub(crate) use detach::finish_even_if_dropped;
 pub(crate) use detach::finish_even_if_dropped_local;
 pub use drain::Drained;
 #[cfg(any(feature = "axum", feature = "actix"))]
-pub(crate) use exchange::{
-    drain_in_background, is_safe_method, Body, Exchange, Framework, Refused, Step, Unread,
-};
+pub(crate) use exchange::{is_safe_method, Body, Exchange, Framework, Step};
+// Only axum drains a refused body itself; actix-web's own payload handling
+// does.
+#[cfg(feature = "axum")]
+pub(crate) use exchange::{drain_in_background, Refused, Unread};
 pub use handle::{Idempotency, IdempotencyBuilder, NotReady, SharedStoreRequired};
 pub use plain::Outcome;
 pub(crate) use transaction::TxCell;
