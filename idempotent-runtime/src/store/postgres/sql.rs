@@ -326,9 +326,24 @@ fn bytea_literal(bytes: &[u8]) -> String {
     s
 }
 
-/// Text as a literal, through its UTF-8 bytes in hex.
-fn text_literal(text: &str) -> String {
-    format!("convert_from({}, 'UTF8')", bytea_literal(text.as_bytes()))
+/// Text as a literal: an escape string (`E'…'`), read the same whatever
+/// `standard_conforming_strings` says. A literal, unlike an expression such
+/// as `convert_from(…)`, takes the collation of the column it is compared
+/// with, so the primary key serves `scope = …`; with `convert_from` the
+/// planner could not use it and every claim of the in-transaction path read
+/// the whole table (1.2 ms at 6,000 records, and growing with them).
+pub(super) fn text_literal(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 3);
+    s.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '\'' => s.push_str("''"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
 }
 
 /// A duration as the milliseconds the statements take, at least 1 and at

@@ -178,6 +178,50 @@ fn id() -> RecordId {
     )
 }
 
+/// The in-transaction claim's read is served by the primary key, whatever
+/// the table holds: a literal scope the planner cannot match with the key's
+/// collation made every claim read the whole table. Sequential and bitmap
+/// scans are switched off, so only a usable primary key gives an index scan
+/// on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_reads_its_record_through_the_primary_key() {
+    let Some((_server, store)) = store().await else {
+        return;
+    };
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::raw_sql("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let read = store.inner.table.read_record(&id());
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {read}"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    let pkey = format!("Index Scan using {}_pkey", store.table());
+    assert!(plan.contains(&pkey), "{plan}");
+    assert!(plan.contains("Index Cond: ((scope = "), "{plan}");
+    conn.close().await.unwrap();
+}
+
+/// Scopes travel as escape-string literals: quotes, backslashes and
+/// non-ASCII text arrive unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_literals_arrive_unchanged() {
+    assert_eq!(sql::text_literal(r"it's \n"), r"E'it''s \\n'");
+    let Some((_server, store)) = store().await else {
+        return;
+    };
+    for text in ["payments", r"it's \n", "''; DROP TABLE x; --", "é€ 😀", r"\'"] {
+        let back: String = sqlx::query_scalar(&format!("SELECT {}", sql::text_literal(text)))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(back, text);
+    }
+}
+
 /// Errors PostgreSQL raises map as the life cycle needs: the server's
 /// statement timeout is a timeout, serialization failures, deadlocks and
 /// lock timeouts are 503s.
