@@ -271,7 +271,7 @@ impl OpenTx for PgTx {
 }
 
 /// The claim itself: the transaction the life cycle began holding the key's
-/// lock, in which the record is inserted and committed in one flight.
+/// lock, in which the record is inserted and committed.
 impl OpenTx for Held {
     fn commit_with(
         self: Box<Self>,

@@ -123,6 +123,7 @@ pub(super) struct Statements {
     pub(super) complete: String,
     pub(super) release: String,
     pub(super) get: String,
+    pub(super) claim_held: String,
     pub(super) delete: String,
     pub(super) watch: String,
     pub(super) sweep: String,
@@ -221,6 +222,16 @@ impl Statements {
                 "SELECT record FROM {t}
                   WHERE scope = $1 AND digest = $2 AND expires_at > now()"
             ),
+            // $3 lock id. The in-transaction claim (`held.rs`): the live
+            // record, or, only where there is none, the key's
+            // transaction-scoped advisory lock, tried.
+            claim_held: format!(
+                "SELECT r.record,
+                        CASE WHEN r.record IS NULL THEN pg_try_advisory_xact_lock($3) END AS locked
+                   FROM (SELECT (SELECT record FROM {t}
+                                  WHERE scope = $1 AND digest = $2 AND expires_at > now())
+                                AS record) r"
+            ),
             // $3 channel, $4 payload. As release, for any live record.
             delete: format!(
                 "WITH deleted AS (
@@ -265,8 +276,8 @@ impl Statements {
 
 /// Statements written out with their values, for the simple-query protocol,
 /// which sends several statements in one flight but takes no parameters
-/// (see `held.rs`). Every value is written as hex and decoded by the
-/// server, so none is ever read as SQL.
+/// (the waiting duplicate's flight, see `held.rs`). Bytes are written as
+/// hex and text as escape strings, so no value is ever read as SQL.
 impl TableName {
     /// `SELECT record` of `id`'s live record.
     pub(super) fn read_record(&self, id: &crate::RecordId) -> String {
@@ -275,40 +286,6 @@ impl TableName {
             self.quoted(),
             text_literal(id.scope()),
             bytea_literal(id.digest())
-        )
-    }
-
-    /// Inserts `id`'s completed `record`, kept for `ttl`, where no live
-    /// record is (an expired one is taken over); notifies `channel` if a
-    /// duplicate watches it. Divides by zero when it wrote nothing, so that
-    /// a `COMMIT` sent in the same flight does not run.
-    pub(super) fn insert_completed(
-        &self,
-        id: &crate::RecordId,
-        record: &[u8],
-        ttl: std::time::Duration,
-        channel: &str,
-    ) -> String {
-        format!(
-            "WITH done AS (
-               INSERT INTO {t} AS r (scope, digest, owner, record, expires_at)
-               VALUES ({scope}, {digest}, NULL, {record}, now() + {ttl}::bigint * interval '1 millisecond')
-               ON CONFLICT (scope, digest) DO UPDATE
-                 SET owner = NULL, record = EXCLUDED.record, expires_at = EXCLUDED.expires_at
-                 WHERE r.expires_at <= now()
-               RETURNING r.watched_until
-             ), notified AS (
-               SELECT pg_notify({channel}, {payload}) FROM done WHERE watched_until > now()
-             )
-             SELECT 1 / (SELECT count(*)::int FROM done) AS written,
-                    (SELECT count(*) FROM notified) AS notified",
-            t = self.quoted(),
-            scope = text_literal(id.scope()),
-            digest = bytea_literal(id.digest()),
-            record = bytea_literal(record),
-            ttl = millis(ttl),
-            channel = text_literal(channel),
-            payload = text_literal(&id.digest_hex()),
         )
     }
 }
@@ -330,8 +307,8 @@ fn bytea_literal(bytes: &[u8]) -> String {
 /// `standard_conforming_strings` says. A literal, unlike an expression such
 /// as `convert_from(…)`, takes the collation of the column it is compared
 /// with, so the primary key serves `scope = …`; with `convert_from` the
-/// planner could not use it and every claim of the in-transaction path read
-/// the whole table (1.2 ms at 6,000 records, and growing with them).
+/// planner could not use it, and the read scanned the whole table (1.2 ms
+/// at 6,000 records, and growing with them).
 pub(super) fn text_literal(text: &str) -> String {
     let mut s = String::with_capacity(text.len() + 3);
     s.push_str("E'");

@@ -178,13 +178,13 @@ fn id() -> RecordId {
     )
 }
 
-/// The in-transaction claim's read is served by the primary key, whatever
-/// the table holds: a literal scope the planner cannot match with the key's
-/// collation made every claim read the whole table. Sequential and bitmap
+/// The record read written out with its values (a waiting duplicate's
+/// flight) is served by the primary key: a scope the planner could not match
+/// with the key made it read the whole table. Sequential and bitmap
 /// scans are switched off, so only a usable primary key gives an index scan
 /// on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_claim_reads_its_record_through_the_primary_key() {
+async fn a_written_out_read_uses_the_primary_key() {
     let Some((_server, store)) = store().await else {
         return;
     };
