@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod chart;
 pub mod client;
+pub mod grpc;
 pub mod pg;
 pub mod pg_stats;
 pub mod redis_stats;

@@ -19,8 +19,11 @@
 //! | `/idempotent-pg` | `#[idempotent]` on the Postgres store, the same insert through `Tx` |
 //! | `/query-pg` | one primary-key `SELECT`; no attribute |
 //!
+//! With `--framework tonic`, the same handler as unary gRPC methods over the
+//! memory and Redis stores (see `idempotent_benches::grpc`).
+//!
 //! ```text
-//! bench-server --framework axum|actix [--listen 127.0.0.1:0] [--redis-url redis://127.0.0.1:6379]
+//! bench-server --framework axum|actix|tonic [--listen 127.0.0.1:0] [--redis-url redis://127.0.0.1:6379]
 //!     [--database-url postgres://…]
 //! ```
 //!
@@ -63,9 +66,9 @@ fn options() -> Result<Options, String> {
             .next()
             .ok_or_else(|| format!("`{flag}` needs a value"))?;
     }
-    if o.framework != "axum" && o.framework != "actix" {
+    if !["axum", "actix", "tonic"].contains(&o.framework.as_str()) {
         return Err(
-            "usage: bench-server --framework axum|actix [--listen ADDR] [--redis-url URL] \
+            "usage: bench-server --framework axum|actix|tonic [--listen ADDR] [--redis-url URL] \
              [--database-url URL]"
                 .into(),
         );
@@ -383,6 +386,15 @@ mod on_actix {
     }
 }
 
+async fn serve_tonic(listen: &str, b: Backends) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    idempotent_benches::grpc::serve(listener, b.memory, b.redis, b.floor, shutdown()).await
+}
+
 async fn shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -397,7 +409,7 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2);
     });
-    let result = if opts.framework == "axum" {
+    let result = if opts.framework != "actix" {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -405,7 +417,11 @@ fn main() {
             .and_then(|rt| {
                 rt.block_on(async {
                     let b = backends(&opts.redis_url, &opts.database_url).await?;
-                    on_axum::serve(&opts.listen, b).await
+                    if opts.framework == "axum" {
+                        on_axum::serve(&opts.listen, b).await
+                    } else {
+                        serve_tonic(&opts.listen, b).await
+                    }
                 })
             })
     } else {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use idempotent_benches::client::Connection;
+use idempotent_benches::grpc;
 use idempotent_benches::pg_stats::Database;
 use idempotent_benches::redis_stats::{delta, RedisServer};
 use idempotent_benches::report::{median, pair_ratios, range, thousands, Row};
@@ -19,6 +20,8 @@ use crate::Options;
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// Serves gRPC (`--framework tonic`): the arms' paths are method names.
+    pub(crate) grpc: bool,
 }
 
 impl Server {
@@ -52,7 +55,34 @@ impl Server {
             .strip_prefix("listening on ")
             .ok_or_else(|| format!("bench-server said {line:?}"))?
             .to_owned();
-        Ok(Server { child, addr })
+        Ok(Server {
+            child,
+            addr,
+            grpc: framework == "tonic",
+        })
+    }
+
+    /// CPU time (user and system) the server has used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64, String> {
+        process_cpu_seconds(self.child.id())
+    }
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds,
+/// from `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s: the
+/// value of `getconf CLK_TCK` on Linux).
+pub(crate) fn process_cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) / 100.0),
+        _ => Err(format!("unexpected /proc/{pid}/stat: {stat}")),
     }
 }
 
@@ -85,12 +115,14 @@ pub(crate) struct Arm {
     pub(crate) keys: Keys,
 }
 
-/// What `wrk` reported for one run.
+/// What `wrk` (or, for gRPC, the closed loop) reported for one run, and
+/// the server's CPU time per request.
 #[derive(Debug, Clone)]
 pub(crate) struct WrkRun {
     pub(crate) rps: f64,
     pub(crate) requests: u64,
     pub(crate) bad: u64,
+    pub(crate) cpu_us: f64,
 }
 
 /// One arm's measured runs and its Redis commands per request (by name).
@@ -179,10 +211,51 @@ impl Bench<'_> {
             rps: num("Requests/sec:").ok_or_else(|| format!("unexpected wrk output:\n{out}"))?,
             requests,
             bad: num("Non-2xx or 3xx responses:").unwrap_or(0.0) as u64 + errors,
+            cpu_us: 0.0,
+        })
+    }
+
+    /// A gRPC run: `arm.path` is the method's name.
+    fn grpc(
+        &self,
+        server: &Server,
+        arm: Arm,
+        prefix: &str,
+        seconds: u64,
+    ) -> Result<WrkRun, String> {
+        let addr = server
+            .addr
+            .parse()
+            .map_err(|e| format!("{}: {e}", server.addr))?;
+        let run = self.rt.block_on(grpc::closed_loop(
+            addr,
+            arm.path,
+            prefix,
+            arm.keys == Keys::Fresh,
+            std::time::Duration::from_secs(seconds),
+            self.opts.connections,
+        ))?;
+        Ok(WrkRun {
+            rps: run.rps,
+            requests: run.ok + run.failed,
+            bad: run.failed,
+            cpu_us: 0.0,
         })
     }
 
     pub(crate) fn prime(&self, server: &Server, path: &str, key: &str) -> Result<(), String> {
+        if server.grpc {
+            let addr = server
+                .addr
+                .parse()
+                .map_err(|e| format!("{}: {e}", server.addr))?;
+            return self.rt.block_on(async {
+                let mut client = grpc::client(addr).await?;
+                grpc::call(&mut client, path, key)
+                    .await
+                    .map_err(|e| format!("{path}: {e}"))
+            });
+        }
         let answer = self.rt.block_on(async {
             Connection::open(&server.addr)
                 .await?
@@ -224,7 +297,13 @@ impl Bench<'_> {
                 } else {
                     self.opts.seconds
                 };
-                let run = self.wrk(server, *arm, &prefix, seconds)?;
+                let cpu = server.cpu_seconds()?;
+                let mut run = if server.grpc {
+                    self.grpc(server, *arm, &prefix, seconds)?
+                } else {
+                    self.wrk(server, *arm, &prefix, seconds)?
+                };
+                run.cpu_us = (server.cpu_seconds()? - cpu) * 1e6 / run.requests.max(1) as f64;
                 let after = self.redis.commandstats().map_err(|e| e.to_string())?;
                 if run.bad > 0 {
                     return Err(format!(
@@ -233,11 +312,12 @@ impl Bench<'_> {
                     ));
                 }
                 eprintln!(
-                    "  {framework} {:<26} {:<6} round {round}{} {:>9} req/s",
+                    "  {framework} {:<26} {:<6} round {round}{} {:>9} req/s, server CPU {:.1} µs/request",
                     arm.path,
                     format!("{:?}", arm.keys).to_lowercase(),
                     if round == 0 { " (warm-up)" } else { "" },
-                    thousands(run.rps)
+                    thousands(run.rps),
+                    run.cpu_us
                 );
                 if round > 0 {
                     let slot = &mut results[i];

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p idempotent-benches --bin bench-runner -- [--rounds 5] [--seconds 5]
-//!     [--connections 32] [--frameworks axum,actix] [--no-pin] [--no-write] [--no-micro]
+//!     [--connections 32] [--frameworks axum,actix,tonic] [--no-pin] [--no-write] [--no-micro]
+//!     [--no-consumers]
 //! ```
 //!
 //! What it does, in order (details in `BENCHMARKS.md`):
@@ -16,18 +17,26 @@
 //!    alternation (A B A B …: one warm-up round discarded, then `--rounds`
 //!    rounds) with `wrk`, a fresh `Idempotency-Key` per request or one fixed
 //!    key (replay), and the Redis `INFO commandstats` delta of each run;
+//!    `tonic` runs the same handler as unary gRPC methods, driven by a
+//!    closed loop of its own (`wrk` speaks HTTP/1.1 only), and also reports
+//!    the server's CPU time per call;
 //! 3. counts the commands each Redis route sends per request (`MONITOR`),
 //!    and the statements each Postgres route executes (`pg_stat_statements`,
 //!    on the runner's own PostgreSQL cluster);
 //! 4. measures latency at a fixed rate of half `/bare`'s peak;
-//! 5. runs `store-footprint` (memory store at 1 million records);
-//! 6. runs the criterion microbenches (`benches/benches/micro.rs`), the
+//! 5. publishes orders to a JetStream stream of its own (on the NATS server
+//!    at `NATS_URL`, default `nats://127.0.0.1:4222`) and consumes them with
+//!    `bench-consumer`, without and with the attribute on each store, in
+//!    alternation;
+//! 6. runs `store-footprint` (memory store at 1 million records);
+//! 7. runs the criterion microbenches (`benches/benches/micro.rs`), the
 //!    life-cycle rows twice: without and with the runtime's `metrics` feature;
-//! 7. prints the tables and writes them, the machine and the chart into
+//! 8. prints the tables and writes them, the machine and the chart into
 //!    `BENCHMARKS.md` and `benches/results/ratios.png`.
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod consumers;
 mod counts;
 mod load;
 mod output;
@@ -50,6 +59,7 @@ pub(crate) struct Options {
     pub(crate) pin: bool,
     pub(crate) write: bool,
     pub(crate) micro: bool,
+    pub(crate) consumers: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -57,10 +67,11 @@ fn options() -> Result<Options, String> {
         rounds: 5,
         seconds: 5,
         connections: 32,
-        frameworks: vec!["axum".into(), "actix".into()],
+        frameworks: vec!["axum".into(), "actix".into(), "tonic".into()],
         pin: true,
         write: true,
         micro: true,
+        consumers: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -71,12 +82,28 @@ fn options() -> Result<Options, String> {
             "--connections" => {
                 o.connections = value()?.parse().map_err(|_| "--connections: a number")?
             }
-            "--frameworks" => o.frameworks = value()?.split(',').map(str::to_owned).collect(),
+            "--frameworks" => {
+                o.frameworks = value()?
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
             "--no-pin" => o.pin = false,
             "--no-write" => o.write = false,
             "--no-micro" => o.micro = false,
+            "--no-consumers" => o.consumers = false,
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    if let Some(f) = o
+        .frameworks
+        .iter()
+        .find(|f| !["axum", "actix", "tonic"].contains(&f.as_str()))
+    {
+        return Err(format!(
+            "--frameworks: `{f}` is not one of axum, actix, tonic"
+        ));
     }
     if o.rounds < 1 || o.seconds < 1 {
         return Err("--rounds and --seconds must be at least 1".into());
@@ -148,9 +175,16 @@ fn run(opts: &Options) -> Result<(), String> {
             bench.database.url(),
             opts.pin,
         )?;
+        if server.grpc {
+            workloads::grpc(&bench, &server, &mut rows)?;
+            continue;
+        }
         let peak = workloads::memory_and_redis(&bench, &server, framework, &mut rows)?;
         workloads::postgres(&bench, &server, framework, &mut rows)?;
         workloads::latency(&bench, &server, framework, peak, &mut rows)?;
+    }
+    if opts.consumers {
+        consumers::consumers(&bench, &bin_dir, &mut rows)?;
     }
     workloads::footprint(&bin_dir, &mut rows)?;
 

@@ -8,7 +8,7 @@ use idempotent_benches::client::fixed_rate;
 use idempotent_benches::report::{median, pair_ratios, range, thousands, Row};
 
 use crate::counts::{commands, count_commands, count_statements, total};
-use crate::load::{ratio_row, Arm, Bench, Keys, Server};
+use crate::load::{ratio_row, Arm, Bench, Keys, Server, WrkRun};
 use crate::setup::sh;
 
 /// The memory and Redis routes under fresh keys and replays, and the Redis
@@ -324,4 +324,88 @@ pub(crate) fn footprint(bin_dir: &Path, rows: &mut Vec<Row>) -> Result<(), Strin
         ratio: None,
     });
     Ok(())
+}
+
+/// The gRPC methods (`bench-server --framework tonic`): the memory store
+/// fresh and replayed, the Redis store fresh against its floor, each row
+/// with the server's CPU time per call beside the throughput.
+pub(crate) fn grpc(bench: &Bench<'_>, server: &Server, rows: &mut Vec<Row>) -> Result<(), String> {
+    let fresh = bench.alternate(
+        server,
+        "tonic",
+        "gf",
+        &[Arm::fresh("Bare"), Arm::fresh("Idempotent")],
+    )?;
+    rows.push(with_cpu(
+        ratio_row(
+            "tonic, memory store, fresh key per call: `Idempotent` ÷ `Bare`".into(),
+            &fresh[0].0,
+            &fresh[1].0,
+            0.85,
+        ),
+        &fresh[0].0,
+        &fresh[1].0,
+    ));
+    let replays = bench.alternate(
+        server,
+        "tonic",
+        "gr",
+        &[
+            Arm::replay("Bare"),
+            Arm::replay("Idempotent"),
+            Arm::replay("IdempotentRedis"),
+        ],
+    )?;
+    rows.push(with_cpu(
+        ratio_row(
+            "tonic, memory store, replay: `Idempotent` ÷ `Bare`".into(),
+            &replays[0].0,
+            &replays[1].0,
+            0.95,
+        ),
+        &replays[0].0,
+        &replays[1].0,
+    ));
+    let redis_fresh = bench.alternate(
+        server,
+        "tonic",
+        "gR",
+        &[Arm::fresh("FloorRedis"), Arm::fresh("IdempotentRedis")],
+    )?;
+    rows.push(with_cpu(
+        ratio_row(
+            "tonic, Redis store, fresh: `IdempotentRedis` ÷ `FloorRedis`".into(),
+            &redis_fresh[0].0,
+            &redis_fresh[1].0,
+            0.95,
+        ),
+        &redis_fresh[0].0,
+        &redis_fresh[1].0,
+    ));
+    let mut redis_replay = with_cpu(
+        ratio_row(
+            "tonic, Redis store, replay: `IdempotentRedis` ÷ `Bare` (reference)".into(),
+            &replays[0].0,
+            &replays[2].0,
+            0.0,
+        ),
+        &replays[0].0,
+        &replays[2].0,
+    );
+    redis_replay.target = "—".into();
+    redis_replay.met = None;
+    redis_replay.ratio = None;
+    rows.push(redis_replay);
+    Ok(())
+}
+
+/// `row` with the server's median CPU time per call of both arms appended.
+fn with_cpu(mut row: Row, base: &[WrkRun], other: &[WrkRun]) -> Row {
+    let cpu = |runs: &[WrkRun]| median(&runs.iter().map(|r| r.cpu_us).collect::<Vec<_>>());
+    row.measured.push_str(&format!(
+        "; server CPU {:.1} vs {:.1} µs/call",
+        cpu(other),
+        cpu(base)
+    ));
+    row
 }
