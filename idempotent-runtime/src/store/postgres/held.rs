@@ -18,7 +18,7 @@
 //! values (sqlx does not pipeline prepared statements), and that was slower:
 //! PostgreSQL parses and plans such a statement every time, and on the
 //! bench machine that cost more than the round trips it saved (0.19× a bare
-//! transaction against 0.36× prepared, side by side in one run).
+//! transaction against 0.36× prepared, in consecutive short runs).
 //!
 //! A replay (or a duplicate refused at once) ends its transaction, which
 //! holds no lock and wrote nothing, with a `ROLLBACK` sent on the background
@@ -125,7 +125,7 @@ impl Held {
         // over. Prepared, as the claim's read: written out as literals, the
         // two statements cost PostgreSQL a parse and a plan per request,
         // which halved the throughput of the whole path (0.19× a bare
-        // transaction against 0.36× prepared, side by side in one run).
+        // transaction against 0.36× prepared, in consecutive short runs).
         let owner = crate::OwnerToken::generate();
         let written = match bounded(
             timeout,

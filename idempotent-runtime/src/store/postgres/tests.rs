@@ -213,7 +213,13 @@ async fn text_literals_arrive_unchanged() {
     let Some((_server, store)) = store().await else {
         return;
     };
-    for text in ["payments", r"it's \n", "''; DROP TABLE x; --", "é€ 😀", r"\'"] {
+    for text in [
+        "payments",
+        r"it's \n",
+        "''; DROP TABLE x; --",
+        "é€ 😀",
+        r"\'",
+    ] {
         let back: String = sqlx::query_scalar(&format!("SELECT {}", sql::text_literal(text)))
             .fetch_one(store.pool())
             .await
