@@ -474,20 +474,26 @@ fn evictions_are_warned_of_at_most_once_a_second() {
             complete(&store, i, response(), ttl);
         }
     });
-    assert_eq!(store.evicted_count(), 1000);
+    // Eviction takes a shard's old records together, so two that share a
+    // shard (the shard hash is seeded per store) may go at once: every
+    // record is either held or counted as evicted, and at least the
+    // thousand that did not fit are gone.
+    let evicted = store.evicted_count();
+    assert_eq!(evicted + store.entry_count(), 1100);
+    assert!(evicted >= 1000, "evicted {evicted}");
     if started.elapsed() < Duration::from_millis(900) {
         // The first eviction is warned of at once (on this thread, unless
         // the background sweeper's tick came in between); the rest within
         // the same second wait for the next warning.
         assert!(warnings.count.load(Ordering::Relaxed) <= 1);
         let reported = store.inner.reported.load(Ordering::Relaxed);
-        assert!((1..1000).contains(&reported), "reported {reported}");
+        assert!((1..evicted).contains(&reported), "reported {reported}");
     }
     // A second later the rest is reported, by the next eviction or the
     // background sweeper, in one warning with its count.
     std::thread::sleep(Duration::from_millis(1100));
     tracing::subscriber::with_default(warnings, || store.inner.report_evictions());
-    assert_eq!(store.inner.reported.load(Ordering::Relaxed), 1000);
+    assert_eq!(store.inner.reported.load(Ordering::Relaxed), evicted);
     assert!(warnings.count.load(Ordering::Relaxed) <= 2);
 }
 
