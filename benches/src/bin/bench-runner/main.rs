@@ -5,8 +5,12 @@
 //! ```text
 //! cargo run --release -p idempotent-benches --bin bench-runner -- [--rounds 5] [--seconds 5]
 //!     [--connections 32] [--frameworks axum,actix,tonic] [--no-pin] [--no-write] [--no-micro]
-//!     [--no-consumers]
+//!     [--no-consumers] [--postgres-only]
 //! ```
+//!
+//! `--postgres-only` runs the Postgres rows of the HTTP frameworks alone (step
+//! 2's Postgres group and step 3's statement counts), for changes to the
+//! Postgres store; it writes nothing.
 //!
 //! What it does, in order (details in `BENCHMARKS.md`):
 //! 1. installs what is missing (`wrk`, `redis-server`, a font) from Debian's
@@ -60,6 +64,7 @@ pub(crate) struct Options {
     pub(crate) write: bool,
     pub(crate) micro: bool,
     pub(crate) consumers: bool,
+    pub(crate) postgres_only: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -72,6 +77,7 @@ fn options() -> Result<Options, String> {
         write: true,
         micro: true,
         consumers: true,
+        postgres_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -93,6 +99,7 @@ fn options() -> Result<Options, String> {
             "--no-write" => o.write = false,
             "--no-micro" => o.micro = false,
             "--no-consumers" => o.consumers = false,
+            "--postgres-only" => o.postgres_only = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -104,6 +111,10 @@ fn options() -> Result<Options, String> {
         return Err(format!(
             "--frameworks: `{f}` is not one of axum, actix, tonic"
         ));
+    }
+    if o.postgres_only {
+        o.frameworks.retain(|f| f != "tonic");
+        (o.write, o.micro, o.consumers) = (false, false, false);
     }
     if o.rounds < 1 || o.seconds < 1 {
         return Err("--rounds and --seconds must be at least 1".into());
@@ -175,6 +186,10 @@ fn run(opts: &Options) -> Result<(), String> {
             bench.database.url(),
             opts.pin,
         )?;
+        if opts.postgres_only {
+            workloads::postgres(&bench, &server, framework, &mut rows)?;
+            continue;
+        }
         if server.grpc {
             workloads::grpc(&bench, &server, &mut rows)?;
             continue;
@@ -186,7 +201,9 @@ fn run(opts: &Options) -> Result<(), String> {
     if opts.consumers {
         consumers::consumers(&bench, &bin_dir, &mut rows)?;
     }
-    workloads::footprint(&bin_dir, &mut rows)?;
+    if !opts.postgres_only {
+        workloads::footprint(&bin_dir, &mut rows)?;
+    }
 
     let tbl = table(&rows);
     println!("\n{tbl}");
