@@ -14,11 +14,15 @@
 //! | a duplicate waits (`on_conflict = "wait"`) | one flight: `SET LOCAL lock_timeout`, `pg_advisory_xact_lock`, the record read again |
 //! | completion | the record's prepared `INSERT … ON CONFLICT … WHERE expired`; `COMMIT` |
 //!
-//! Fewer flights are possible only with statements written out with their
-//! values (sqlx does not pipeline prepared statements), and that was slower:
-//! PostgreSQL parses and plans such a statement every time, and on the
-//! bench machine that cost more than the round trips it saved (0.19× a bare
-//! transaction against 0.36× prepared, in consecutive short runs).
+//! Fewer flights are possible only through the simple-query protocol (sqlx
+//! does not pipeline prepared statements), and both ways of using it were
+//! slower on the bench machine, where CPU, not latency, is the throughput:
+//! statements written out with their values cost PostgreSQL a parse and a
+//! plan every time (0.19× a bare transaction against 0.36× prepared, in
+//! consecutive short runs); statements prepared once with SQL `PREPARE` and
+//! sent as `EXECUTE` cost it more than the extended protocol's bind and
+//! execute (0.41–0.45× against 0.49–0.53×, in alternating runs; design note
+//! 0007).
 //!
 //! A replay (or a duplicate refused at once) ends its transaction, which
 //! holds no lock and wrote nothing, with a `ROLLBACK` sent on the background
