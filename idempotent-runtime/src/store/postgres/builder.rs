@@ -172,6 +172,9 @@ impl PostgresStoreBuilder {
             closed: std::sync::atomic::AtomicBool::new(false),
             lock_id: self.lock_id,
             local: super::held::Local::default(),
+            seen: super::seen::Seen::default(),
+            #[cfg(test)]
+            begun: Default::default(),
         });
         tasks::start_sweeper(Arc::downgrade(&inner), self.sweep_interval);
         Ok(PostgresStore { inner })

@@ -26,7 +26,9 @@
 //!
 //! A replay (or a duplicate refused at once) ends its transaction, which
 //! holds no lock and wrote nothing, with a `ROLLBACK` sent on the background
-//! thread: the answer does not wait for it.
+//! thread: the answer does not wait for it. A replay of a record this
+//! process committed or replayed lately is read first, with one statement
+//! and no transaction (`seen.rs`).
 //!
 //! The record's primary key stays the arbiter: two requests whose locks did
 //! not exclude each other (lock ids collide across keys, or a handler of
@@ -92,6 +94,7 @@ pub(crate) enum Commit {
 pub(crate) struct Held {
     conn: Option<PoolConnection<Postgres>>,
     store: PostgresStore,
+    lock: i64,
     /// This process's hold on the lock id, released with the transaction.
     _local: LocalGuard,
 }
@@ -145,7 +148,10 @@ impl Held {
             Err(e) => Err(e),
         };
         match written {
-            Ok(()) => Ok(Commit::Written),
+            Ok(()) => {
+                inner.seen.insert(self.lock);
+                Ok(Commit::Written)
+            }
             Err(failure) if is_conflict(&failure) => {
                 // Rolled back; the record that was there decides the answer.
                 let rolled_back =
@@ -169,6 +175,9 @@ impl Held {
                         .and_then(|bytes| decode(bytes).ok()),
                     _ => None,
                 };
+                if let Some(Record::Completed { .. }) = record {
+                    inner.seen.insert(self.lock);
+                }
                 Ok(Commit::Lost(record))
             }
             Err(failure) => {
@@ -239,6 +248,14 @@ impl PostgresStore {
     ) -> Result<TxClaim, StoreError> {
         let inner = &self.inner;
         let lock = (inner.lock_id)(id);
+        if inner.seen.contains(lock) {
+            // Committed or replayed here lately: most likely a replay, read
+            // with one statement and no transaction (`seen.rs`).
+            match super::Store::get(self, id).await? {
+                Some(record @ Record::Completed { .. }) => return Ok(TxClaim::Existing(record)),
+                _ => inner.seen.forget(lock),
+            }
+        }
         loop {
             // A duplicate of a request this process runs (or waits for)
             // waits here, on no connection, or is refused at once.
@@ -254,6 +271,10 @@ impl PostgresStore {
                 continue;
             }
             let mut conn = acquire(&inner.pool, inner.acquire_timeout, false).await?;
+            #[cfg(test)]
+            inner
+                .begun
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let rows = match bounded(inner.statement_timeout, async {
                 let c: &mut PgConnection = &mut conn;
                 sqlx::Executor::execute(&mut *c, "BEGIN").await?;
@@ -275,12 +296,13 @@ impl PostgresStore {
             let (record, locked) = read_row(&rows)?;
             if let Some(bytes) = record {
                 roll_back_later(conn, inner.statement_timeout);
-                return Ok(TxClaim::Existing(decode(Some(bytes))?));
+                return Ok(TxClaim::Existing(self.remember(lock, decode(Some(bytes))?)));
             }
             if locked == Some(true) {
                 return Ok(TxClaim::Acquired(Held {
                     conn: Some(conn),
                     store: self.clone(),
+                    lock,
                     _local: inner.local.hold(lock, &self.inner),
                 }));
             }
@@ -314,12 +336,13 @@ impl PostgresStore {
                     (Some(bytes), _) => {
                         roll_back_later(conn, inner.statement_timeout);
                         drop(guard);
-                        return Ok(TxClaim::Existing(decode(Some(bytes))?));
+                        return Ok(TxClaim::Existing(self.remember(lock, decode(Some(bytes))?)));
                     }
                     (None, _) => {
                         return Ok(TxClaim::Acquired(Held {
                             conn: Some(conn),
                             store: self.clone(),
+                            lock,
                             _local: guard,
                         }))
                     }
@@ -341,6 +364,14 @@ impl PostgresStore {
                 }
             }
         }
+    }
+
+    /// Remembers `lock` if `record` is completed (`seen.rs`).
+    fn remember(&self, lock: i64, record: Record) -> Record {
+        if let Record::Completed { .. } = record {
+            self.inner.seen.insert(lock);
+        }
+        record
     }
 
     /// Whether a transaction (of any process) holds `id`'s lock now: a

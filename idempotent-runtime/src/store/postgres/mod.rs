@@ -25,7 +25,9 @@
 //!
 //! Module map: `builder` (configuration, the pool), `sql` (table name,
 //! migration, statements), `conn` (taking connections, timeouts, what an
-//! error means), `tasks` (sweeper, listener), this file (the operations).
+//! error means), `tasks` (sweeper, listener), `held` (the claim that is the
+//! handler's own transaction), `seen` (which replays are read first), this
+//! file (the operations).
 //!
 //! What is guaranteed, and what is not:
 //! - Exactly one execution per identity while the database keeps the
@@ -58,6 +60,7 @@ use crate::{Fingerprint, OwnerToken, Record, RecordId, StoredResponse};
 mod builder;
 mod conn;
 mod held;
+mod seen;
 mod sql;
 mod tasks;
 #[cfg(test)]
@@ -123,6 +126,11 @@ struct Inner {
     lock_id: fn(&RecordId) -> i64,
     /// The lock ids this process holds or waits for.
     local: held::Local,
+    /// The lock ids of records this process committed or replayed lately.
+    seen: seen::Seen,
+    /// Transactions the in-transaction claim began (tests count them).
+    #[cfg(test)]
+    begun: std::sync::atomic::AtomicU64,
 }
 
 impl PostgresStore {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::conn::{classify, Failure};
 use super::sql::{self, millis, Statements, TableName, MAX_EXPIRY_MS};
 use super::tasks::parse_digest;
-use super::PostgresStore;
+use super::{Commit, PostgresStore, TxClaim};
 use crate::store::{Claim, Store, StoreError};
 use crate::{Fingerprint, IdempotencyKey, OwnerToken, Record, RecordId, StoredResponse};
 
@@ -322,4 +322,69 @@ async fn complete_on_commits_with_the_transaction() {
         Some(Record::Completed { response: r, .. }) => assert_eq!(*r, *response),
         other => panic!("{other:?}"),
     }
+}
+
+/// A replay of a key this process committed takes no transaction (one
+/// read); a key committed by another process is replayed through the
+/// in-transaction claim once, and then remembered too; a remembered key
+/// whose record is gone is claimed as a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_of_remembered_keys_take_no_transaction() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some((server, store)) = store().await else {
+        return;
+    };
+    let other = PostgresStore::builder(server.url())
+        .table(store.table())
+        .build()
+        .await
+        .expect("connect");
+    let fp = Fingerprint::of_bytes(b"tx");
+    let response = Arc::new(StoredResponse::new(201, "paid"));
+    let commit = |store: &PostgresStore, id: RecordId| {
+        let (store, response) = (store.clone(), response.clone());
+        async move {
+            let TxClaim::Acquired(held) = store.claim_in_transaction(&id, None).await.unwrap()
+            else {
+                panic!("a fresh key is acquired");
+            };
+            let commit = held
+                .commit_with_record(&id, fp, response, Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(matches!(commit, Commit::Written));
+        }
+    };
+    let replays = |id: RecordId| {
+        let store = store.clone();
+        async move {
+            for _ in 0..3 {
+                let claim = store.claim_in_transaction(&id, None).await.unwrap();
+                assert!(matches!(claim, TxClaim::Existing(Record::Completed { .. })));
+            }
+        }
+    };
+    let begun = || store.inner.begun.load(Relaxed);
+
+    let here = id();
+    commit(&store, here.clone()).await;
+    assert_eq!(begun(), 1);
+    replays(here.clone()).await;
+    assert_eq!(begun(), 1, "replays of a key committed here begin nothing");
+
+    let elsewhere = id();
+    commit(&other, elsewhere.clone()).await;
+    replays(elsewhere).await;
+    assert_eq!(
+        begun(),
+        2,
+        "only the first replay here begins a transaction"
+    );
+
+    assert!(store.delete(&here).await.unwrap());
+    let TxClaim::Acquired(held) = store.claim_in_transaction(&here, None).await.unwrap() else {
+        panic!("a deleted key is claimed again");
+    };
+    held.rollback().await;
+    assert_eq!(begun(), 3);
 }
