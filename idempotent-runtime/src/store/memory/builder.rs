@@ -119,6 +119,14 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
+        let store = self.build_unswept();
+        spawn_sweeper(Arc::downgrade(&store.inner));
+        store
+    }
+
+    /// The store without its background sweeper: expired records stay until
+    /// a full store sweeps them (tests that count them).
+    pub(super) fn build_unswept(self) -> MemoryStore {
         let map_hasher = DigestHashState::new();
         let inner = Arc::new(Inner {
             shards: (0..SHARDS)
@@ -149,7 +157,6 @@ impl MemoryStoreBuilder {
             last_full_sweep_ms: AtomicU64::new(0),
             born: Instant::now(),
         });
-        spawn_sweeper(Arc::downgrade(&inner));
         MemoryStore { inner }
     }
 }
