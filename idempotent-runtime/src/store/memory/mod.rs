@@ -218,7 +218,7 @@ impl Inner {
     /// Counts `slot` in if it fits within the bound. Each counter is taken
     /// in one atomic step and given back if it went past, so that claims
     /// racing in other shards cannot pass the bound together (checked, then
-    /// counted, two of them could: 301 records in a store of 300).
+    /// counted, two of them could: 101 records in a store of 100).
     fn try_add(&self, slot: &Slot) -> bool {
         let max_entries = i64::try_from(self.max_entries).unwrap_or(i64::MAX);
         if self.entries.fetch_add(1, Ordering::Relaxed) >= max_entries {

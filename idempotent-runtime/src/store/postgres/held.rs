@@ -21,7 +21,7 @@
 //! plan every time (0.19× a bare transaction against 0.36× prepared, in
 //! consecutive short runs); statements prepared once with SQL `PREPARE` and
 //! sent as `EXECUTE` cost it more than the extended protocol's bind and
-//! execute (0.41–0.45× against 0.49–0.53×, in alternating runs; design note
+//! execute (0.40–0.45× against 0.48–0.53×, in alternating runs; design note
 //! 0007).
 //!
 //! A replay (or a duplicate refused at once) ends its transaction, which

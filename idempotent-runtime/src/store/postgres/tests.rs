@@ -152,6 +152,13 @@ fn client_side_errors_map_to_503s() {
 /// A store on a cluster of the test's own, or `None` (skipped) without
 /// PostgreSQL outside CI.
 async fn store() -> Option<(Arc<postgres_server::PostgresServer>, PostgresStore)> {
+    store_with(|b| b).await
+}
+
+/// As [`store`], with the builder's settings changed by `configure`.
+async fn store_with(
+    configure: impl FnOnce(super::PostgresStoreBuilder) -> super::PostgresStoreBuilder,
+) -> Option<(Arc<postgres_server::PostgresServer>, PostgresStore)> {
     let server = postgres_server::PostgresServer::shared()?;
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let table = format!(
@@ -159,8 +166,7 @@ async fn store() -> Option<(Arc<postgres_server::PostgresServer>, PostgresStore)
         std::process::id(),
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let store = PostgresStore::builder(server.url())
-        .table(table)
+    let store = configure(PostgresStore::builder(server.url()).table(table))
         .build()
         .await
         .expect("connect");
@@ -387,4 +393,40 @@ async fn replays_of_remembered_keys_take_no_transaction() {
     };
     held.rollback().await;
     assert_eq!(begun(), 3);
+}
+
+/// Every key on one lock id: a fresh key whose lock id is remembered for
+/// another key reads its own record first, finds none, and is claimed; the
+/// remembered key still replays its own response, never the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_lock_id_never_answers_for_another_key() {
+    fn one_lock(_: &RecordId) -> i64 {
+        42
+    }
+    let Some((_server, store)) = store_with(|b| b.lock_ids(one_lock)).await else {
+        return;
+    };
+    let fp = Fingerprint::of_bytes(b"tx");
+    let (a, b) = (id(), id());
+    let response = |body: &'static str| Arc::new(StoredResponse::new(201, body));
+    let TxClaim::Acquired(held) = store.claim_in_transaction(&a, None).await.unwrap() else {
+        panic!("a fresh key is acquired");
+    };
+    let commit = held
+        .commit_with_record(&a, fp, response("a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(commit, Commit::Written));
+    assert!(store.inner.seen.contains(42));
+
+    let TxClaim::Acquired(held) = store.claim_in_transaction(&b, None).await.unwrap() else {
+        panic!("another key on the remembered lock id is claimed, not answered");
+    };
+    held.rollback().await;
+    match store.claim_in_transaction(&a, None).await.unwrap() {
+        TxClaim::Existing(Record::Completed { response: r, .. }) => {
+            assert_eq!(*r, *response("a"))
+        }
+        _ => panic!("the remembered key replays its own record"),
+    }
 }
