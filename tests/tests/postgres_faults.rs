@@ -284,7 +284,8 @@ async fn restart_with_handlers_in_flight_actix() {
 
 /// Every connection of the pool is taken (here by the application, whose
 /// pool the store shares): a request waits at most the acquire timeout and
-/// gets 503, not a hang; once a connection is free, service resumes.
+/// gets 503, not a hang; a connection freed while a request waits serves
+/// it, and service resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pool_is_503_not_a_hang() {
     let Some(server) = PostgresServer::shared() else {
@@ -330,7 +331,20 @@ async fn full_pool_is_503_not_a_hang() {
     assert!(matches!(e, StoreError::Timeout), "{e}");
     assert_eq!(executions(&tag), 1);
 
-    drop(held);
+    // A connection freed while a request waits for one serves it: the
+    // wait ends with the release, not with a retry later.
+    let (r, ()) = tokio::join!(
+        env.post("/default")
+            .key(&unique("k"))
+            .json(body.clone())
+            .send(),
+        async {
+            tokio::time::sleep(ACQUIRE / 4).await;
+            drop(held);
+        }
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(executions(&tag), 2);
     let r = until_served(&env, "/default", &unique("k"), body, Duration::from_secs(5)).await;
     assert_eq!(r.status, 201);
 }

@@ -209,7 +209,9 @@ impl Idempotency {
         loop {
             #[cfg(feature = "metrics")]
             let claim_started = Instant::now();
-            let claim = store.claim_in_transaction(&id, deadline).await;
+            // Boxed: inline, its statements' futures would make every
+            // future holding this one (the whole exchange) larger.
+            let claim = Box::pin(store.claim_in_transaction(&id, deadline)).await;
             #[cfg(feature = "metrics")]
             crate::metrics::store("claim", claim_started.elapsed());
             let record = match claim {
